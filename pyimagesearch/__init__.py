@@ -1,0 +1,1 @@
+"""flowers-transfer: the PyImageSearch transfer-learning tutorial, rebuilt on one shared engine."""

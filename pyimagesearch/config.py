@@ -1,0 +1,82 @@
+"""Every tunable of the project, with the tutorial's names.
+
+Edit this file to tune a run; every script's command-line flags take their
+defaults from here, so a flag overrides a value for one run only.
+"""
+
+import os
+
+import torch
+
+# path to the original dataset (TensorFlow's flower_photos) and base path to the splits
+DATA_PATH = "flower_photos"
+BASE_PATH = "dataset"
+
+# fraction of each class held out for validation, and the train/val split folders
+VAL_SPLIT = 0.1
+TRAIN = os.path.join(BASE_PATH, "train")
+VAL = os.path.join(BASE_PATH, "val")
+
+# where the flowers archive comes from and where the downloaded .tgz is kept
+DATASET_URL = "https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz"
+DATASET_ARCHIVE_SIZE = 228813984  # bytes, as served on 2021-10; checked when the server says nothing
+DOWNLOAD_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "flowers-transfer")
+# off by default: a 218 MiB download should be something the user asked for
+DOWNLOAD = False
+
+# ImageNet mean and standard deviation (the backbone was trained with these) and image size
+MEAN = [0.485, 0.456, 0.406]
+STD = [0.229, 0.224, 0.225]
+IMAGE_SIZE = 224
+
+
+def _default_device() -> str:
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+# device used for training and evaluation ("cuda", "mps" or "cpu"); --device overrides it
+DEVICE = _default_device()
+
+# backbone weights: a torchvision ResNet50_Weights name (IMAGENET1K_V1 is what the
+# tutorial's pretrained=True loaded), a path to a state-dict .pth file, or "none"
+WEIGHTS = "IMAGENET1K_V1"
+
+# training hyperparameters
+FEATURE_EXTRACTION_BATCH_SIZE = 256
+FINETUNE_BATCH_SIZE = 64
+PRED_BATCH_SIZE = 4
+EPOCHS = 20
+LR = 0.001
+LR_FINETUNE = 0.0005
+# optimizer steps every N batches; 1 = no accumulation (the tutorial's `(i + 2) % 2 == 0` was always true)
+GRAD_ACCUM_STEPS = 1
+SEED = 42
+
+# DataLoader worker processes: a few, never more than the machine has
+NUM_WORKERS = min(4, os.cpu_count() or 1)
+
+# feature extraction: train the linear head on cached backbone features.
+# FEATURE_CACHE_VIEWS = 1 caches one un-augmented view; N > 1 caches N augmented views
+FEATURE_CACHE = True
+FEATURE_CACHE_VIEWS = 1
+
+# speed: mixed precision ("auto" = bf16/fp16 on CUDA, bf16 on CPUs with native bf16, else off),
+# channels_last memory format, and optional torch.compile
+AMP = "auto"
+CHANNELS_LAST = True
+COMPILE = False
+
+# how many top classes inference prints per image
+TOP_K = 3
+
+# define paths to store training plots and trained models
+OUTPUT_PATH = "output"
+WARMUP_PLOT = os.path.join(OUTPUT_PATH, "warmup.png")
+FINETUNE_PLOT = os.path.join(OUTPUT_PATH, "finetune.png")
+WARMUP_MODEL = os.path.join(OUTPUT_PATH, "warmup_model.pth")
+FINETUNE_MODEL = os.path.join(OUTPUT_PATH, "finetune_model.pth")
+PREDICTIONS_PLOT = os.path.join(OUTPUT_PATH, "predictions.png")

@@ -1,0 +1,112 @@
+"""Data loaders and the tutorial's transforms."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data.distributed import DistributedSampler
+from torchvision import datasets, transforms as T
+
+from . import config
+from .errors import UserError
+from .images import IMAGE_EXTENSIONS, RGBLoader
+
+
+def train_transforms(image_size: int, mean=config.MEAN, std=config.STD) -> T.Compose:
+    """The tutorial's augmentations: random resized crop, horizontal flip, rotation in [-90, 90]."""
+    return T.Compose([
+        T.RandomResizedCrop(image_size),
+        T.RandomHorizontalFlip(),
+        T.RandomRotation(90),
+        T.ToTensor(),
+        T.Normalize(mean=mean, std=std),
+    ])
+
+
+def eval_transforms(image_size: int, mean=config.MEAN, std=config.STD) -> T.Compose:
+    """The tutorial's validation/test transform: squash-resize to a square, normalise."""
+    return T.Compose([
+        T.Resize((image_size, image_size)),
+        T.ToTensor(),
+        T.Normalize(mean=mean, std=std),
+    ])
+
+
+def default_num_workers() -> int:
+    return config.NUM_WORKERS
+
+
+def image_folder(rootDir: str, transforms=None, draft_size: int | None = None) -> datasets.ImageFolder:
+    """An ImageFolder that reads every file as RGB and names the folder when it is unusable."""
+    if not os.path.isdir(rootDir):
+        raise UserError(
+            f"Image folder '{rootDir}' does not exist. Run `python build_dataset.py` first "
+            "(it writes dataset/train and dataset/val), or pass the folder with --train/--val."
+        )
+    try:
+        return datasets.ImageFolder(
+            root=rootDir, transform=transforms, loader=RGBLoader(draft_size),
+            is_valid_file=lambda path: path.lower().endswith(IMAGE_EXTENSIONS)
+            and not os.path.basename(path).startswith("."),
+        )
+    except (FileNotFoundError, RuntimeError) as error:
+        raise UserError(
+            f"'{rootDir}' holds no images in class sub-folders ({error}). "
+            "Expected <folder>/<class>/<image>.jpg, as build_dataset.py writes."
+        ) from None
+
+
+class ShardSampler(Sampler[int]):
+    """Every rank takes every world_size-th index, without the padding DistributedSampler adds,
+    so metrics summed over ranks count each image exactly once."""
+
+    def __init__(self, length: int, rank: int, world_size: int) -> None:
+        self.indices = list(range(rank, length, world_size))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def make_loader(ds: Dataset, batch_size: int, shuffle: bool, num_workers: int | None = None,
+                device: str = config.DEVICE, seed: int = config.SEED, even: bool = False) -> DataLoader:
+    """A DataLoader with safe defaults; under torchrun each process gets its own share.
+
+    Training shares (``shuffle`` or ``even``) are padded to equal length, as DDP needs every
+    process to take the same number of steps; evaluation shares are not, so that summed
+    metrics count each image once.
+    """
+    num_workers = default_num_workers() if num_workers is None else num_workers
+    sampler = None
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+        sampler = (DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed)
+                   if shuffle or even else ShardSampler(len(ds), rank, world))
+        shuffle = False
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return DataLoader(
+        ds, batch_size=batch_size, shuffle=shuffle, sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=str(device).startswith("cuda"),
+        persistent_workers=num_workers > 0,
+        generator=generator,
+    )
+
+
+def get_dataloader(rootDir: str, transforms, batchSize: int, shuffle: bool = True,
+                   num_workers: int | None = None, device: str = config.DEVICE,
+                   draft_size: int | None = None) -> tuple[datasets.ImageFolder, DataLoader]:
+    """The tutorial's helper: an ImageFolder over ``rootDir`` and a DataLoader over it.
+
+    Unlike the tutorial, ``num_workers`` is not ``os.cpu_count()`` (dozens of processes on a
+    big machine, each holding a copy of the dataset) but config.NUM_WORKERS, at most 4.
+    """
+    ds = image_folder(rootDir, transforms, draft_size=draft_size)
+    return ds, make_loader(ds, batchSize, shuffle, num_workers=num_workers, device=device)
+

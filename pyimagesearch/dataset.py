@@ -1,0 +1,156 @@
+"""From flower_photos/<class>/*.jpg to dataset/{train,val}/<class>/*: checked, stratified, atomic."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from tqdm import tqdm
+
+from .errors import UserError
+from .images import check_image, is_image_file
+
+MANIFEST = "split.json"  # marks a folder as one this project built, so a rebuild may replace it
+
+
+@dataclass
+class Scan:
+    """What a source folder holds: usable images per class, and what was skipped and why."""
+
+    images: dict[str, list[str]] = field(default_factory=dict)  # class -> paths relative to the root
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+
+def _walk(root: str) -> Iterable[tuple[str, list[str]]]:
+    """os.walk following symlinked folders, each real folder once (a symlink loop ends here),
+    hidden folders (.ipynb_checkpoints, .git) left out."""
+    seen: set[str] = set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        yield folder, sorted(files)
+
+
+def scan(root: str, check: bool = True, progress: bool = True) -> Scan:
+    """Find the images under ``root``; the class is the first folder below ``root``.
+
+    Unlike the tutorial's ``path.split(os.sep)[1]``, this holds for absolute and nested paths.
+    """
+    result = Scan()
+    candidates: list[tuple[str, str]] = []
+    for folder, files in _walk(root):
+        for name in files:
+            path = os.path.join(folder, name)
+            relative = os.path.relpath(path, root)
+            if name.startswith("."):
+                continue
+            if not is_image_file(name):
+                if os.path.dirname(relative):  # a stray file beside the class folders (LICENSE.txt) is expected
+                    result.skipped.append((relative, "not an image file (by its extension)"))
+                continue
+            if not os.path.dirname(relative):
+                result.skipped.append((relative, "image outside any class folder"))
+                continue
+            candidates.append((relative.split(os.sep)[0], relative))
+    for label, relative in tqdm(candidates, desc="checking images", unit="img", disable=not progress, leave=False):
+        reason = check_image(os.path.join(root, relative)) if check else None
+        if reason:
+            result.skipped.append((relative, reason))
+        else:
+            result.images.setdefault(label, []).append(relative)
+    for folder in sorted(os.listdir(root)):
+        if not folder.startswith(".") and os.path.isdir(os.path.join(root, folder)) and folder not in result.images:
+            result.skipped.append((folder + os.sep, "class folder with no usable images (left out)"))
+    return result
+
+
+def split(images: dict[str, list[str]], val_split: float, seed: int) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """A seeded split per class, so every class keeps its share in both splits."""
+    if not 0 < val_split < 1:
+        raise UserError(f"VAL_SPLIT must be between 0 and 1 (exclusive), not {val_split}; set it in "
+                        "pyimagesearch/config.py or with --val-split.")
+    if len(images) < 2:
+        found = f"only the class {next(iter(images))!r}" if images else "no class folders with usable images"
+        raise UserError(f"The dataset has {found}; a classifier needs at least two classes. Put each class's "
+                        "images in its own folder: <DATA_PATH>/<class>/<image>.jpg.")
+    train, val = {}, {}
+    rng = random.Random(seed)
+    for label in sorted(images):
+        paths = sorted(images[label])
+        rng.shuffle(paths)
+        val_count = min(len(paths) - 1, max(1, round(len(paths) * val_split)))
+        if val_count < 1:
+            raise UserError(f"Class {label!r} has {len(paths)} usable image(s); it needs at least 2 to appear in "
+                            "both the training and the validation split. Add images to it, or remove its folder.")
+        val[label], train[label] = sorted(paths[:val_count]), sorted(paths[val_count:])
+    return train, val
+
+
+def _destination_name(relative: str) -> str:
+    """class/sub/x.jpg -> sub__x.jpg: nested images keep distinct names in the flat class folder."""
+    parts = relative.split(os.sep)
+    return "__".join(parts[1:])
+
+
+def _check_target(source: str, base: str) -> None:
+    source_real, base_real = os.path.realpath(source), os.path.realpath(base)
+    if base_real == source_real or base_real.startswith(source_real + os.sep) or source_real.startswith(base_real + os.sep):
+        raise UserError(f"The dataset folder '{base}' and the source '{source}' overlap; "
+                        "choose a BASE_PATH outside DATA_PATH.")
+    if os.path.exists(base):
+        leftovers = set(os.listdir(base)) - {"train", "val", MANIFEST}
+        if not os.path.isdir(base) or leftovers:
+            raise UserError(f"'{base}' exists and holds other things ({sorted(leftovers)[:5]}); build_dataset.py "
+                            "replaces the whole folder, so move them away or choose another --output.")
+
+
+def write_splits(source: str, base: str, train: dict[str, list[str]], val: dict[str, list[str]],
+                 info: dict, progress: bool = True, copy: Callable[[str, str], object] = shutil.copy2) -> None:
+    """Copy the split into a new folder beside ``base`` and swap it in only when complete: an
+    interrupted run leaves the old dataset (or none), never a mix, and no image lands in both."""
+    _check_target(source, base)
+    parent = os.path.dirname(os.path.abspath(base))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(base)}.new-")
+    try:
+        jobs = [(os.path.join(source, rel), os.path.join(staging, name, label, _destination_name(rel)))
+                for name, part in (("train", train), ("val", val)) for label, rels in part.items() for rel in rels]
+        for label in train:
+            for name in ("train", "val"):
+                os.makedirs(os.path.join(staging, name, label), exist_ok=True)
+        for src, dst in tqdm(jobs, desc="copying images", unit="img", disable=not progress, leave=False):
+            copy(src, dst)
+        with open(os.path.join(staging, MANIFEST), "w", encoding="utf-8") as handle:
+            json.dump({**info, "train": train, "val": val}, handle, indent=1)
+        old = None
+        if os.path.exists(base):
+            old = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(base)}.old-")
+            os.rmdir(old)
+            os.replace(base, old)
+        os.replace(staging, base)
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def count_table(train: dict[str, list[str]], val: dict[str, list[str]]) -> str:
+    width = max([len("class")] + [len(label) for label in train])
+    lines = [f"{'class':<{width}}  {'train':>6}  {'val':>5}  {'total':>6}"]
+    for label in sorted(train):
+        lines.append(f"{label:<{width}}  {len(train[label]):>6}  {len(val[label]):>5}  "
+                     f"{len(train[label]) + len(val[label]):>6}")
+    total_train = sum(map(len, train.values()))
+    total_val = sum(map(len, val.values()))
+    lines.append(f"{'total':<{width}}  {total_train:>6}  {total_val:>5}  {total_train + total_val:>6}")
+    return "\n".join(lines)

@@ -1,0 +1,163 @@
+"""The one training loop: train_one_epoch, evaluate, predict, extract_features, fit."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from .model import set_train_mode
+from .runtime import Precision, all_reduce_sum, is_main_process
+
+FeatureFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _batches(loader: Iterable, desc: str, progress: bool):
+    return tqdm(loader, desc=desc, leave=False, unit="batch", dynamic_ncols=True,
+                disable=not (progress and is_main_process()))
+
+
+def _features(feature_fn: FeatureFn | None, x: torch.Tensor, precision: Precision) -> torch.Tensor:
+    """Run the frozen body without autograd; ``clone()`` turns the inference tensor into one
+    the head's backward pass may keep."""
+    if feature_fn is None:
+        return x
+    with torch.inference_mode(), precision.autocast():
+        features = feature_fn(x)
+    return features.float().clone()
+
+
+def train_one_epoch(model: nn.Module, loader: Iterable, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
+                    precision: Precision, *, grad_accum_steps: int = 1,
+                    scaler: torch.amp.GradScaler | None = None, feature_fn: FeatureFn | None = None,
+                    progress: bool = True, desc: str = "train") -> dict[str, float]:
+    """One pass over ``loader``; returns the sample-weighted mean loss, accuracy and count.
+
+    With ``grad_accum_steps`` > 1 the optimizer steps every that many batches and once more at
+    the end, so no gradient is carried into the next epoch.
+    """
+    set_train_mode(model, True)
+    optimizer.zero_grad(set_to_none=True)
+    loss_sum, correct, count = 0.0, 0, 0
+    bar = _batches(loader, desc, progress)
+    pending = 0
+    for x, y in bar:
+        x, y = precision.to_device(x), y.to(precision.device, non_blocking=True)
+        x = _features(feature_fn, x, precision)
+        with precision.autocast():
+            logits = model(x)
+            loss = loss_fn(logits, y)
+        scaled = loss / grad_accum_steps
+        (scaler.scale(scaled) if scaler else scaled).backward()
+        pending += 1
+        if pending == grad_accum_steps:
+            _step(optimizer, scaler)
+            pending = 0
+        batch = y.numel()
+        loss_sum += loss.item() * batch
+        correct += (logits.argmax(1) == y).sum().item()
+        count += batch
+        bar.set_postfix(loss=f"{loss_sum / count:.4f}", acc=f"{correct / count:.3f}")
+    if pending:
+        _step(optimizer, scaler)
+    return _summarise(loss_sum, correct, count, precision)
+
+
+def _step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
+    if scaler:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def _summarise(loss_sum: float, correct: int, count: int, precision: Precision) -> dict[str, float]:
+    loss_sum, correct, count = all_reduce_sum([loss_sum, correct, count], precision.device)
+    count = int(count)
+    return {"loss": loss_sum / max(count, 1), "accuracy": correct / max(count, 1), "count": count}
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, loader: Iterable, loss_fn: nn.Module, precision: Precision, *,
+             feature_fn: FeatureFn | None = None, progress: bool = True, desc: str = "val") -> dict[str, float]:
+    """Mean loss, accuracy and image count over ``loader`` (summed over all torchrun processes)."""
+    model.eval()
+    loss_sum, correct, count = 0.0, 0, 0
+    for x, y in _batches(loader, desc, progress):
+        x, y = precision.to_device(x), y.to(precision.device, non_blocking=True)
+        with precision.autocast():
+            logits = model(feature_fn(x) if feature_fn else x)
+        loss_sum += loss_fn(logits.float(), y).item() * y.numel()
+        correct += (logits.argmax(1) == y).sum().item()
+        count += y.numel()
+    return _summarise(loss_sum, correct, count, precision)
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, loader: Iterable, precision: Precision, *, progress: bool = True,
+            desc: str = "predict") -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax probabilities (N, classes) and the loader's labels (N), on the CPU."""
+    model.eval()
+    probabilities, labels = [], []
+    for x, y in _batches(loader, desc, progress):
+        with precision.autocast():
+            logits = model(precision.to_device(x))
+        probabilities.append(logits.float().softmax(1).cpu())
+        labels.append(y.cpu())
+    if not probabilities:
+        return torch.empty(0, 0), torch.empty(0, dtype=torch.long)
+    return torch.cat(probabilities), torch.cat(labels)
+
+
+@torch.inference_mode()
+def extract_features(body: nn.Module, loader: Iterable, precision: Precision, *, progress: bool = True,
+                     desc: str = "features") -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the frozen ``body`` once over ``loader``: (N, 2048) float32 features and labels, on the CPU."""
+    body.eval()
+    features, labels = [], []
+    for x, y in _batches(loader, desc, progress):
+        with precision.autocast():
+            features.append(body(precision.to_device(x)).float().cpu())
+        labels.append(y.cpu())
+    return torch.cat(features), torch.cat(labels)
+
+
+def fit(model: nn.Module, train_loader: Iterable | Callable[[int], Iterable], val_loader: Iterable,
+        loss_fn: nn.Module, optimizer: torch.optim.Optimizer, precision: Precision, epochs: int, *,
+        grad_accum_steps: int = 1, feature_fn: FeatureFn | None = None, val_feature_fn: FeatureFn | None = None,
+        on_epoch_end: Callable[[dict[str, float]], None] | None = None, progress: bool = True,
+        log: Callable[[str], None] = print) -> list[dict[str, float]]:
+    """Train for ``epochs`` and return the history, one record per epoch.
+
+    ``train_loader`` may be a function of the epoch (cached feature views, distributed samplers).
+    """
+    scaler = precision.scaler()
+    history: list[dict[str, float]] = []
+    for epoch in tqdm(range(epochs), desc="epochs", unit="epoch", dynamic_ncols=True,
+                      disable=not (progress and is_main_process())):
+        started = time.perf_counter()
+        loader = train_loader(epoch) if callable(train_loader) else train_loader
+        sampler = getattr(loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        train = train_one_epoch(model, loader, loss_fn, optimizer, precision, grad_accum_steps=grad_accum_steps,
+                                scaler=scaler, feature_fn=feature_fn, progress=progress)
+        val = evaluate(model, val_loader, loss_fn, precision, feature_fn=val_feature_fn, progress=progress)
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": train["loss"], "train_acc": train["accuracy"], "train_count": train["count"],
+            "val_loss": val["loss"], "val_acc": val["accuracy"], "val_count": val["count"],
+            "seconds": time.perf_counter() - started,
+        }
+        history.append(record)
+        if is_main_process():
+            tqdm.write(f"[INFO] EPOCH: {epoch + 1}/{epochs}\n"
+                       f"Train loss: {train['loss']:.6f}, Train accuracy: {train['accuracy']:.4f}\n"
+                       f"Val loss: {val['loss']:.6f}, Val accuracy: {val['accuracy']:.4f}")
+        if on_epoch_end:
+            on_epoch_end(record)
+    return history

@@ -1,0 +1,92 @@
+"""Opening image files the same way everywhere: checked, and always as 8-bit RGB."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+from PIL import Image
+
+# what build_dataset.py copies and ImageFolder reads; matched case-insensitively
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def is_image_file(path: str) -> bool:
+    return path.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB.
+
+    Transparent pixels are laid over white (``convert("RGB")`` would show whatever colour
+    hides under the alpha, often black), and 16-bit images are scaled down rather than
+    clipped (Pillow's own I;16 -> RGB conversion saturates everything above 255).
+    """
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        values = np.asarray(image, dtype=np.int64)
+        peak = 65535 if image.mode != "I" or values.max(initial=0) > 255 else 255
+        scaled = np.clip(values * 255 // peak, 0, 255).astype(np.uint8)
+        return Image.fromarray(scaled, mode="L").convert("RGB")
+    if image.mode == "F":
+        values = np.asarray(image, dtype=np.float32)
+        low, high = float(values.min(initial=0.0)), float(values.max(initial=1.0))
+        scaled = (values - low) / max(high - low, 1e-12) * 255
+        return Image.fromarray(scaled.astype(np.uint8), mode="L").convert("RGB")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def load_rgb(path: str, draft_size: int | None = None) -> Image.Image:
+    """Decode ``path`` fully into an RGB image.
+
+    ``draft_size`` lets Pillow's JPEG decoder downscale by a power of two while decoding,
+    never below ``draft_size`` on either side: a large photo decodes several times faster.
+    """
+    with Image.open(path) as image:
+        if draft_size and image.format == "JPEG":
+            image.draft("RGB", (draft_size, draft_size))
+        image.load()
+        return to_rgb(image)
+
+
+class RGBLoader:
+    """An ImageFolder ``loader``; a class (not a lambda) so DataLoader workers can pickle it."""
+
+    def __init__(self, draft_size: int | None = None) -> None:
+        self.draft_size = draft_size
+
+    def __call__(self, path: str) -> Image.Image:
+        return load_rgb(path, self.draft_size)
+
+
+def check_image(path: str) -> str | None:
+    """Decode ``path`` and return why it cannot be used, or None when it is fine.
+
+    Pillow's decompression-bomb guard stays on, and its warning (over MAX_IMAGE_PIXELS,
+    under twice that) counts as a refusal too, since training would decode it again.
+    """
+    if os.path.getsize(path) == 0:
+        return "empty file (0 bytes)"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                if image.format == "JPEG":
+                    image.draft("RGB", (64, 64))  # decodes every byte, at an eighth of the cost
+                image.load()
+                to_rgb(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        return f"too many pixels (decompression-bomb guard): {error}"
+    except Image.UnidentifiedImageError:
+        return "not an image Pillow can read"
+    except (OSError, SyntaxError, ValueError) as error:
+        return f"cannot be decoded ({error})"
+    return None

@@ -1,0 +1,160 @@
+"""ResNet50 with a new head, its ImageNet weights, and the two ways of freezing it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import urllib.error
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision.models import ResNet50_Weights, resnet50
+
+from .errors import UserError
+
+ARCH = "resnet50"
+HEADS = ("linear", "mlp")
+
+
+def build_head(num_features: int, num_classes: int, head: str) -> nn.Module:
+    """``linear``: feature extraction's single layer; ``mlp``: the tutorial's fine-tuning head."""
+    if head == "linear":
+        return nn.Linear(num_features, num_classes)
+    if head == "mlp":
+        return nn.Sequential(
+            nn.Linear(num_features, 512), nn.ReLU(), nn.Dropout(0.25),
+            nn.Linear(512, 256), nn.ReLU(), nn.Dropout(0.5),
+            nn.Linear(256, num_classes),
+        )
+    raise ValueError(f"unknown head {head!r}; expected one of {HEADS}")
+
+
+def _hub_checkpoint_path(weights: ResNet50_Weights) -> str:
+    return os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
+
+
+def _download_state_dict(weights: ResNet50_Weights, timeout_s: float) -> dict[str, Any]:
+    """torchvision's own loader (torch hub cache, hash-checked download), with a socket
+    timeout so that a machine without internet fails in seconds instead of hanging."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout_s)
+    try:
+        return weights.get_state_dict(progress=True, check_hash=True)
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def load_backbone_weights(spec: str, timeout_s: float = 30.0) -> dict[str, Any] | None:
+    """Turn ``--weights`` into a state dict for the ResNet50 body, or None for ``none``.
+
+    ``spec`` is a torchvision ResNet50_Weights name (IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT),
+    a path to a ``.pth`` state dict (a torchvision file, or one of our checkpoints), or none.
+    """
+    if spec.lower() == "none":
+        return None
+    if os.path.exists(spec) or spec.endswith((".pth", ".pt")):
+        return _load_state_dict_file(spec)
+    try:
+        weights = ResNet50_Weights[spec.upper()]
+    except KeyError:
+        names = ", ".join(w.name for w in ResNet50_Weights)
+        raise UserError(
+            f"--weights {spec!r} is neither a file nor a ResNet50 weights name. "
+            f"Use one of {names}, DEFAULT, a path to a .pth state dict, or none."
+        ) from None
+    cached = _hub_checkpoint_path(weights)
+    try:
+        return _download_state_dict(weights, timeout_s)
+    except (urllib.error.URLError, OSError, RuntimeError) as error:
+        raise UserError(
+            f"Could not load the ImageNet weights {weights} ({error}). They are not in the torch "
+            f"hub cache ('{cached}') and could not be downloaded from {weights.url}. "
+            f"Fix it by: running once with internet access (the file is cached for later runs); "
+            f"or downloading {weights.url} elsewhere and copying it to '{cached}' "
+            f"(folder: '{os.path.dirname(cached)}', set TORCH_HOME to move it); "
+            f"or passing --weights PATH to a ResNet50 state-dict file; "
+            f"or --weights none for a smoke run with random weights (the results will be poor)."
+        ) from None
+
+
+def _load_state_dict_file(path: str) -> dict[str, Any]:
+    if not os.path.isfile(path):
+        raise UserError(f"Weights file '{path}' does not exist. Pass an existing .pth state dict, "
+                        "a ResNet50_Weights name such as IMAGENET1K_V1, or none.")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unpickling failure means the same to the user
+        raise UserError(f"Weights file '{path}' cannot be read as a state dict ({error}). "
+                        "Only plain state dicts load; whole pickled models are refused for safety.") from None
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        obj = obj["model"]  # one of our checkpoints: reuse its body
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise UserError(f"Weights file '{path}' does not hold a state dict of tensors.")
+    return obj
+
+
+def build_model(num_classes: int, head: str = "linear", weights: dict[str, Any] | None = None) -> nn.Module:
+    """ResNet50, its body loaded from ``weights`` (a state dict, or None for random), with a
+    fresh ``head`` of ``num_classes`` outputs in place of the ImageNet classifier."""
+    model = resnet50(weights=None)
+    if weights is not None:
+        body = {k: v for k, v in weights.items() if not k.startswith("fc.")}
+        result = model.load_state_dict(body, strict=False)
+        missing = [k for k in result.missing_keys if not k.startswith("fc.")]
+        if missing or result.unexpected_keys:
+            raise UserError(
+                "The weights do not fit ResNet50: "
+                f"missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
+                f"unexpected {result.unexpected_keys[:3]}. Pass ResNet50 weights."
+            )
+    model.fc = build_head(model.fc.in_features, num_classes, head)
+    return model
+
+
+def freeze_body(model: nn.Module) -> None:
+    """Feature extraction: nothing but ``fc`` learns, and the body stays in eval mode, so its
+    BatchNorm running statistics keep their ImageNet values (``model.train()`` in the tutorial
+    quietly re-estimated them on flowers batches)."""
+    for name, module in model.named_children():
+        if name != "fc":
+            module.requires_grad_(False)
+            for sub in module.modules():
+                sub.keep_eval = True
+
+
+def freeze_batchnorm(model: nn.Module) -> None:
+    """Fine-tuning: every BatchNorm layer keeps its affine parameters and running statistics.
+
+    The tutorial's ``zip(model.modules(), model.parameters())`` pairs unrelated modules and
+    tensors, so it froze conv weights at random positions and left every BN layer training.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.requires_grad_(False)
+            module.keep_eval = True
+
+
+def set_train_mode(model: nn.Module, training: bool = True) -> nn.Module:
+    """``model.train(training)``, but frozen modules stay in eval mode."""
+    model.train(training)
+    if training:
+        for module in model.modules():
+            if getattr(module, "keep_eval", False):
+                module.eval()
+    return model
+
+
+class Body(nn.Module):
+    """ResNet50 up to the pooled, flattened 2048-d features: what the head sees."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(*[m for name, m in model.named_children() if name != "fc"])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.layers(x), 1)
+
+
+def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]

@@ -1,0 +1,132 @@
+"""How good is a model: per-class metrics, a confusion matrix, the most confident mistakes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import engine, plots
+from .checkpoint import atomic_write
+from .runtime import Precision
+
+
+def report_prefix(model_path: str) -> str:
+    """output/finetune_model.pth -> output/finetune_model (report files are named after the model)."""
+    return os.path.splitext(model_path)[0]
+
+
+def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int) -> np.ndarray:
+    """Rows are true classes, columns predicted ones."""
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(matrix, (np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)), 1)
+    return matrix
+
+
+def classification_report(matrix: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
+    """Accuracy plus precision, recall, F1 and support per class (0 where undefined)."""
+    true_positive = np.diag(matrix).astype(float)
+    predicted = matrix.sum(0).astype(float)
+    support = matrix.sum(1).astype(float)
+    precision = np.divide(true_positive, predicted, out=np.zeros_like(true_positive), where=predicted > 0)
+    recall = np.divide(true_positive, support, out=np.zeros_like(true_positive), where=support > 0)
+    denominator = precision + recall
+    f1 = np.divide(2 * precision * recall, denominator, out=np.zeros_like(true_positive), where=denominator > 0)
+    total = int(matrix.sum())
+    return {
+        "accuracy": float(true_positive.sum() / total) if total else 0.0,
+        "count": total,
+        "classes": [
+            {"class": name, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for name, p, r, f, s in zip(class_names, precision, recall, f1, support)
+        ],
+        "macro_f1": float(f1[support > 0].mean()) if (support > 0).any() else 0.0,
+        "confusion_matrix": matrix.tolist(),
+        "class_names": list(class_names),
+    }
+
+
+def format_table(result: dict[str, Any]) -> str:
+    width = max([len("class")] + [len(row["class"]) for row in result["classes"]])
+    lines = [f"{'class':<{width}}  precision  recall     f1  support"]
+    for row in result["classes"]:
+        lines.append(f"{row['class']:<{width}}  {row['precision']:9.4f}  {row['recall']:6.4f}  {row['f1']:5.4f}"
+                     f"  {row['support']:7d}")
+    lines.append(f"{'accuracy':<{width}}  {result['accuracy']:.4f} of {result['count']} images, "
+                 f"macro F1 {result['macro_f1']:.4f}")
+    return "\n".join(lines)
+
+
+def _write_text(path: str, text: str) -> None:
+    atomic_write(path, lambda temp: open(temp, "w", encoding="utf-8", newline="").write(text))
+
+
+def write_report(probabilities: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str], dataset,
+                 prefix: str, mean: Sequence[float], std: Sequence[float], max_mistakes: int = 16,
+                 paths: Sequence[str] | None = None) -> dict[str, Any]:
+    """Write <prefix>_report.json/.csv, <prefix>_confusion.png and <prefix>_mistakes.png.
+
+    ``dataset[i]`` must give the (normalised image, label) that produced ``probabilities[i]``.
+    """
+    predictions = probabilities.argmax(1)
+    matrix = confusion_matrix(labels.tolist(), predictions.tolist(), len(class_names))
+    result = classification_report(matrix, class_names)
+    confidence = probabilities.max(1).values
+    wrong = (predictions != labels).nonzero().flatten().tolist()
+    wrong.sort(key=lambda i: -float(confidence[i]))
+    result["mistakes"] = [
+        {"index": i, "path": paths[i] if paths else None, "true": class_names[int(labels[i])],
+         "predicted": class_names[int(predictions[i])], "probability": float(confidence[i])}
+        for i in wrong
+    ]
+    atomic_write(f"{prefix}_report.json", lambda temp: json.dump(result, open(temp, "w", encoding="utf-8"), indent=2))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["class", "precision", "recall", "f1", "support"])
+    for row in result["classes"]:
+        writer.writerow([row["class"], f"{row['precision']:.6f}", f"{row['recall']:.6f}", f"{row['f1']:.6f}",
+                         row["support"]])
+    writer.writerow(["accuracy", "", "", f"{result['accuracy']:.6f}", result["count"]])
+    _write_text(f"{prefix}_report.csv", buffer.getvalue())
+    plots.plot_confusion(matrix, class_names, f"{prefix}_confusion.png",
+                         title=f"{os.path.basename(prefix)}: accuracy {result['accuracy']:.3f} on {result['count']} images")
+    shown = wrong[:max_mistakes]
+    if shown:
+        images = torch.stack([dataset[i][0] for i in shown])
+        titles = [f"true: {class_names[int(labels[i])]}\npredicted: {class_names[int(predictions[i])]} "
+                  f"({float(confidence[i]):.2f})" for i in shown]
+        plots.image_grid(plots.denormalize(images, mean, std), titles, f"{prefix}_mistakes.png",
+                         suptitle="Most confident mistakes")
+    elif os.path.exists(f"{prefix}_mistakes.png"):
+        os.remove(f"{prefix}_mistakes.png")  # an old picture would describe another model
+    return result
+
+
+def evaluate_and_report(model: nn.Module, loader: Iterable, class_names: Sequence[str], precision: Precision,
+                        prefix: str, mean: Sequence[float], std: Sequence[float], progress: bool = True,
+                        label_map: Sequence[int] | None = None) -> dict[str, Any]:
+    """Predict every image of ``loader`` (shuffle off), print the table and write the report files.
+
+    ``label_map[folder_label]`` translates the folder's class index into the model's.
+    """
+    started = time.perf_counter()
+    probabilities, labels = engine.predict(model, loader, precision, progress=progress, desc="evaluate")
+    seconds = time.perf_counter() - started
+    if label_map is not None:
+        labels = torch.tensor([label_map[int(label)] for label in labels], dtype=torch.long)
+    dataset = loader.dataset
+    paths = [path for path, _ in getattr(dataset, "samples", [])] or None
+    result = write_report(probabilities, labels, class_names, dataset, prefix, mean, std, paths=paths)
+    print(format_table(result))
+    print(f"[INFO] evaluated {len(labels)} images in {seconds:.1f}s ({len(labels) / max(seconds, 1e-9):.1f} images/s); "
+          f"wrote {prefix}_report.json, {prefix}_report.csv, {prefix}_confusion.png"
+          + (f", {prefix}_mistakes.png" if result["mistakes"] else ""))
+    return result

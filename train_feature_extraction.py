@@ -1,0 +1,68 @@
+"""Transfer learning by feature extraction: a frozen ImageNet ResNet50 body, a new linear head.
+
+Usage:
+    python train_feature_extraction.py
+    python train_feature_extraction.py --epochs 5 --no-feature-cache      # tutorial-style per-epoch augmentation
+    python train_feature_extraction.py --weights none --image-size 64     # offline smoke run
+
+Writes output/warmup_model.pth (final), output/warmup_model_best.pth, output/warmup.png,
+output/warmup_history.json and the validation report (output/warmup_model_report.*).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from pyimagesearch import config, engine
+from pyimagesearch.create_dataloaders import eval_transforms
+from pyimagesearch.errors import run_cli
+from pyimagesearch.model import Body, build_model, freeze_body
+from pyimagesearch.training import TrainingRun, training_parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = training_parser(__doc__, batch_size=config.FEATURE_EXTRACTION_BATCH_SIZE, lr=config.LR,
+                             plot=config.WARMUP_PLOT, model=config.WARMUP_MODEL)
+    parser.add_argument("--feature-cache", action=argparse.BooleanOptionalAction, default=config.FEATURE_CACHE,
+                        help="run the frozen body once and train the head on cached features (default: %(default)s)")
+    parser.add_argument("--cache-views", type=int, default=config.FEATURE_CACHE_VIEWS,
+                        help="cached views of the training set; 1 = un-augmented, N > 1 = N augmented views "
+                             "(default: %(default)s)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    run = TrainingRun(args, head="linear")
+
+    # ResNet50 with ImageNet weights; only the new Linear(2048, classes) head learns, and the
+    # frozen body stays in eval mode so its BatchNorm statistics keep their ImageNet values
+    model = build_model(len(run.class_names), head="linear", weights=run.weights())
+    freeze_body(model)
+    model = run.precision.prepare(model)
+    body, head = Body(model), model.fc
+
+    val_loader = run.loader(run.val_ds, shuffle=False)
+    if args.feature_cache:
+        # the body's output does not change while the head trains: compute it once per view
+        views = max(1, args.cache_views)
+        if views == 1:
+            run.train_ds.transform = eval_transforms(args.image_size)
+        # even: under torchrun every process must cache as many features, to take as many steps
+        train_images = run.loader(run.train_ds, shuffle=False, even=True)
+        cached = [engine.extract_features(body, train_images, run.precision, progress=args.progress,
+                                          desc=f"features (view {view + 1}/{views})") for view in range(views)]
+        val_features = engine.extract_features(body, val_loader, run.precision, progress=args.progress,
+                                               desc="features (val)")
+        view_loaders = [run.feature_loader(*view, shuffle=True) for view in cached]
+        history = run.fit(model, head, lambda epoch: view_loaders[epoch % views],
+                          run.feature_loader(*val_features, shuffle=False))
+    else:
+        history = run.fit(model, head, run.loader(run.train_ds, shuffle=True), val_loader,
+                          feature_fn=body, val_feature_fn=body)
+    run.finish(model, history)
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))
