@@ -40,6 +40,8 @@ def train_one_epoch(model: nn.Module, loader: Iterable, loss_fn: nn.Module, opti
     the end, so no gradient is carried into the next epoch.
     """
     set_train_mode(model, True)
+    if isinstance(feature_fn, nn.Module):
+        feature_fn.eval()  # a frozen body: BatchNorm must use, not update, its statistics
     optimizer.zero_grad(set_to_none=True)
     loss_sum, correct, count = 0.0, 0, 0
     bar = _batches(loader, desc, progress)

@@ -100,6 +100,11 @@ def build_model(num_classes: int, head: str = "linear", weights: dict[str, Any] 
     model = resnet50(weights=None)
     if weights is not None:
         body = {k: v for k, v in weights.items() if not k.startswith("fc.")}
+        expected = model.state_dict()
+        wrong = [k for k, v in body.items() if k in expected and v.shape != expected[k].shape]
+        if wrong:
+            raise UserError(f"The weights do not fit ResNet50: {wrong[0]} has shape {tuple(body[wrong[0]].shape)}, "
+                            f"expected {tuple(expected[wrong[0]].shape)}. Pass ResNet50 weights.")
         result = model.load_state_dict(body, strict=False)
         missing = [k for k in result.missing_keys if not k.startswith("fc.")]
         if missing or result.unexpected_keys:
@@ -119,6 +124,7 @@ def freeze_body(model: nn.Module) -> None:
     for name, module in model.named_children():
         if name != "fc":
             module.requires_grad_(False)
+            module.eval()
             for sub in module.modules():
                 sub.keep_eval = True
 
@@ -132,6 +138,7 @@ def freeze_batchnorm(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.requires_grad_(False)
+            module.eval()
             module.keep_eval = True
 
 

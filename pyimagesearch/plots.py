@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")  # figures go to files; a window is opened only on request (inference --show)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import torch  # noqa: E402
 
 from .checkpoint import atomic_write  # noqa: E402
@@ -36,6 +37,7 @@ def plot_history(history: Sequence[dict], path: str, title: str = "Training Loss
             ax.axvline(best["epoch"], color="gray", linestyle="--", linewidth=1,
                        label=f"best val_acc {best['val_acc']:.3f} (epoch {best['epoch']})")
             ax.set_xlabel("Epoch #")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylabel(ylabel)
             ax.legend(loc="best", fontsize=8)
         acc_ax.set_ylim(0, 1.02)
@@ -58,15 +60,14 @@ def image_grid(pixels: np.ndarray, titles: Sequence[str], path: str, colors: Seq
     count = max(len(titles), 1)
     cols = min(4, count)
     rows = math.ceil(count / cols)
-    fig = plt.figure("Results", figsize=(3.4 * cols, 3.6 * rows))
-    for i, (image, title) in enumerate(zip(pixels, titles)):
-        ax = fig.add_subplot(rows, cols, i + 1)
-        ax.imshow(image)
-        ax.set_title(title, fontsize=9, color=(colors[i] if colors else "black"))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 3.9 * rows), squeeze=False, layout="constrained")
+    for i, ax in enumerate(axes.flat):
         ax.axis("off")
+        if i < len(titles):
+            ax.imshow(pixels[i])
+            ax.set_title(titles[i], fontsize=9, color=(colors[i] if colors else "black"))
     if suptitle:
         fig.suptitle(suptitle)
-    fig.tight_layout()
     _save(fig, path)
 
 

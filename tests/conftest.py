@@ -53,3 +53,53 @@ def train_args(tmp_path, base: str, name: str, *extra: str) -> list[str]:
             "--weights", "none", "--image-size", "32", "--epochs", "2", "--batch-size", "4",
             "--num-workers", "0", "--device", "cpu", "--no-progress",
             "--plot", str(out / f"{name}.png"), "--model", str(out / f"{name}_model.pth"), *extra]
+
+
+@pytest.fixture(scope="session")
+def resnet_weights_file(tmp_path_factory):
+    """A ResNet50 state dict whose BatchNorm statistics are not the defaults, saved like
+    torchvision's own weights files, so tests can tell whether training touched them."""
+    import torch
+    from torchvision.models import resnet50
+
+    torch.manual_seed(123)
+    model = resnet50(weights=None)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.normal_(0, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+                module.weight.uniform_(0.5, 1.0)
+                module.bias.normal_(0, 0.05)
+                module.num_batches_tracked.fill_(1000)
+    path = tmp_path_factory.mktemp("weights") / "resnet50-test.pth"
+    torch.save(model.state_dict(), path)
+    return str(path)
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a connection off this machine fails at once, as it would offline."""
+    import socket
+
+    real_connect = socket.socket.connect
+
+    def guarded(self, address):
+        host = address[0] if isinstance(address, tuple) else address
+        if isinstance(host, str) and (host.startswith("127.") or host in ("localhost", "::1")):
+            return real_connect(self, address)
+        raise OSError(f"network disabled in tests (tried {address})")
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+    monkeypatch.setattr(socket, "getaddrinfo", _offline_getaddrinfo(socket.getaddrinfo))
+
+
+def _offline_getaddrinfo(real):
+    import socket
+
+    def lookup(host, *args, **kwargs):
+        if host in ("localhost", "127.0.0.1", "::1") or (isinstance(host, str) and host.startswith("127.")):
+            return real(host, *args, **kwargs)
+        raise socket.gaierror(f"name resolution disabled in tests ({host})")
+
+    return lookup

@@ -1,0 +1,119 @@
+"""Weights, freezing and BatchNorm: the parts of the tutorial that were quietly wrong."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from torch import nn
+from torchvision.models import ResNet50_Weights, resnet50
+
+import fine_tune
+import train_feature_extraction
+from conftest import train_args
+from pyimagesearch import checkpoint
+from pyimagesearch.errors import UserError, run_cli
+from pyimagesearch.model import build_model, freeze_batchnorm, freeze_body, load_backbone_weights, set_train_mode
+
+
+def _bn_state(state: dict) -> dict:
+    names = {name for name, m in resnet50().named_modules() if isinstance(m, nn.BatchNorm2d)}
+    return {k: v for k, v in state.items() if k.rsplit(".", 1)[0] in names}
+
+
+@pytest.mark.parametrize("extra", [[], ["--no-feature-cache"], ["--feature-cache", "--cache-views", "2"]])
+def test_feature_extraction_leaves_the_body_untouched(tmp_path, splits, resnet_weights_file, extra):
+    source = torch.load(resnet_weights_file, weights_only=True)
+    train_feature_extraction.main(train_args(tmp_path, splits, "warmup", "--weights", resnet_weights_file, *extra))
+    trained = torch.load(tmp_path / "output" / "warmup_model.pth", weights_only=True)["model"]
+    for key, value in source.items():
+        if not key.startswith("fc."):
+            assert torch.equal(trained[key], value), key  # BN statistics and conv weights alike
+    assert trained["fc.weight"].shape == (3, 2048)
+
+
+def test_fine_tuning_freezes_every_batchnorm_and_trains_the_rest(tmp_path, splits, resnet_weights_file):
+    source = torch.load(resnet_weights_file, weights_only=True)
+    fine_tune.main(train_args(tmp_path, splits, "finetune", "--weights", resnet_weights_file, "--lr", "0.01"))
+    trained = torch.load(tmp_path / "output" / "finetune_model.pth", weights_only=True)["model"]
+    bn = _bn_state(source)
+    assert len(bn) == 53 * 5  # weight, bias, running_mean, running_var, num_batches_tracked
+    for key, value in bn.items():
+        assert torch.equal(trained[key], value), key
+    assert not torch.equal(trained["layer4.2.conv3.weight"], source["layer4.2.conv3.weight"])
+    assert not torch.equal(trained["conv1.weight"], source["conv1.weight"])
+    assert trained["fc.6.weight"].shape == (3, 256)
+
+
+def test_fine_tuning_uses_lr_finetune():
+    from pyimagesearch import config
+
+    args = fine_tune.build_parser().parse_args([])
+    assert args.lr == config.LR_FINETUNE and args.batch_size == config.FINETUNE_BATCH_SIZE
+
+
+def test_freeze_helpers_pick_the_right_tensors():
+    model = build_model(5, head="mlp")
+    freeze_batchnorm(model)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            assert not any(p.requires_grad for p in module.parameters())
+        elif isinstance(module, (nn.Conv2d, nn.Linear)):
+            assert all(p.requires_grad for p in module.parameters())
+    set_train_mode(model)
+    assert all(not m.training for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    assert model.fc.training and model.layer1[0].conv1.training
+
+    model = build_model(5, head="linear")
+    freeze_body(model)
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == ["fc.weight", "fc.bias"]
+    set_train_mode(model)
+    assert model.fc.training and not model.layer3.training and not model.bn1.training
+
+
+def test_weights_load_from_the_torch_hub_cache_offline(tmp_path, monkeypatch, no_network):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.manual_seed(7)
+    state = resnet50().state_dict()
+    torch.save(state, cache / os.path.basename(ResNet50_Weights.IMAGENET1K_V1.url))
+    loaded = load_backbone_weights("IMAGENET1K_V1")
+    assert torch.equal(loaded["layer2.0.conv1.weight"], state["layer2.0.conv1.weight"])
+    model = build_model(4, weights=loaded)
+    assert torch.equal(model.state_dict()["bn1.running_var"], state["bn1.running_var"])
+
+
+def test_offline_without_cache_stops_and_names_the_fix(tmp_path, monkeypatch, no_network, splits, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
+    with pytest.raises(UserError) as info:
+        load_backbone_weights("IMAGENET1K_V1", timeout_s=5)
+    message = str(info.value)
+    assert "resnet50-0676ba61.pth" in message
+    assert str(tmp_path / "empty-torch-home" / "hub" / "checkpoints") in message
+    assert "--weights PATH" in message and "--weights none" in message
+
+    args = train_args(tmp_path, splits, "warmup")
+    args[args.index("--weights") + 1] = "IMAGENET1K_V1"
+    assert run_cli(train_feature_extraction.main, args) == 2
+    assert "--weights none" in capsys.readouterr().err
+    assert not (tmp_path / "output" / "warmup_model.pth").exists()
+
+
+def test_weights_spec_errors_are_clear(tmp_path):
+    with pytest.raises(UserError, match="IMAGENET1K_V2"):
+        load_backbone_weights("IMAGENET_V9")
+    with pytest.raises(UserError, match="does not exist"):
+        load_backbone_weights(str(tmp_path / "missing.pth"))
+    bad = tmp_path / "bad.pth"
+    torch.save({"conv1.weight": torch.zeros(1)}, bad)
+    with pytest.raises(UserError, match="do not fit ResNet50"):
+        build_model(3, weights=load_backbone_weights(str(bad)))
+
+
+def test_checkpoint_refuses_pickled_models(tmp_path):
+    path = tmp_path / "whole_model.pth"
+    torch.save(nn.Linear(2, 2), path)  # what the tutorial's torch.save(model) wrote
+    with pytest.raises(UserError, match="not a flowers-transfer checkpoint"):
+        checkpoint.load(str(path))
