@@ -65,7 +65,7 @@ class ImageFiles(Dataset):
     def __getitem__(self, index: int):
         try:
             return self.transform(load_rgb(self.paths[index])), index, ""
-        except Exception as error:  # noqa: BLE001 - any decode failure: report the file, go on
+        except Exception as error:
             return torch.zeros(3, 1, 1), index, f"{type(error).__name__}: {error}"
 
 
@@ -112,7 +112,8 @@ def classify_files(model, meta: dict, precision: Precision, args: argparse.Names
                 rows.append({"path": files[i], "top": top})
                 print(f"{files[i]}: " + ", ".join(f"{t['class']} {t['probability']:.3f}" for t in top))
                 if len(shown) < 16:
-                    shown.append((images[row], f"{os.path.basename(files[i])[:28]}\n{top[0]['class']} ({top[0]['probability']:.2f})"))
+                    title = f"{os.path.basename(files[i])[:28]}\n{top[0]['class']} ({top[0]['probability']:.2f})"
+                    shown.append((images[row], title))
     seconds = time.perf_counter() - started
     for path, reason in problems:
         print(f"[WARN] skipped {path}: {reason}")
@@ -203,7 +204,7 @@ def show(path: str) -> None:
 
     try:
         matplotlib.use("TkAgg", force=True)
-    except Exception:  # noqa: BLE001 - no interactive backend: say where the file is
+    except Exception:
         print(f"[WARN] --show: no interactive matplotlib backend; the picture is at {path}")
         return
     import matplotlib.image as mpimg

@@ -44,7 +44,7 @@ def load(path: str, device: str | torch.device = "cpu") -> tuple[nn.Module, dict
                         "(python train_feature_extraction.py or python fine_tune.py) or pass --model PATH.")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - whatever failed, the file is not ours
+    except Exception as error:
         raise UserError(
             f"'{path}' is not a flowers-transfer checkpoint ({str(error).splitlines()[0]}). Whole pickled "
             "models, like the tutorial's torch.save(model), are not loaded because unpickling runs code; "

@@ -84,7 +84,7 @@ def _load_state_dict_file(path: str) -> dict[str, Any]:
                         "a ResNet50_Weights name such as IMAGENET1K_V1, or none.")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unpickling failure means the same to the user
+    except Exception as error:
         raise UserError(f"Weights file '{path}' cannot be read as a state dict ({error}). "
                         "Only plain state dicts load; whole pickled models are refused for safety.") from None
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):

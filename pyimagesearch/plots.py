@@ -9,12 +9,12 @@ from collections.abc import Sequence
 import matplotlib
 
 matplotlib.use("Agg")  # figures go to files; a window is opened only on request (inference --show)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.ticker import MaxNLocator
 
-from .checkpoint import atomic_write  # noqa: E402
+from .checkpoint import atomic_write
 
 
 def _save(fig, path: str) -> None:

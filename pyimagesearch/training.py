@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -19,8 +19,17 @@ from . import checkpoint, config, engine, plots, report
 from .create_dataloaders import eval_transforms, image_folder, make_loader, train_transforms
 from .errors import UserError
 from .model import load_backbone_weights
-from .runtime import (Precision, init_distributed, is_distributed, is_main_process, resolve_amp,
-                      resolve_device, seed_everything, shutdown_distributed, unwrap)
+from .runtime import (
+    Precision,
+    init_distributed,
+    is_distributed,
+    is_main_process,
+    resolve_amp,
+    resolve_device,
+    seed_everything,
+    shutdown_distributed,
+    unwrap,
+)
 
 
 def training_parser(description: str, *, batch_size: int, lr: float, plot: str, model: str) -> argparse.ArgumentParser:

@@ -46,7 +46,7 @@ def test_training_script_writes_checkpoint_history_and_plot(tmp_path, splits, sc
         assert record["train_loss"] > 0 and record["val_loss"] > 0
         assert 0 <= record["train_acc"] <= 1 and 0 <= record["val_acc"] <= 1
         assert record["train_count"] == 12 and record["val_count"] == 6
-    best_model, best_meta = checkpoint.load(str(out / f"{name}_model_best.pth"))
+    _, best_meta = checkpoint.load(str(out / f"{name}_model_best.pth"))
     assert best_meta["metrics"]["val_acc"] == max(r["val_acc"] for r in history)
     assert _decodes(str(out / f"{name}.png"))[0] > 400
     assert not [f for f in os.listdir(out) if f.endswith(".tmp")]

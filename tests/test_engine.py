@@ -1,0 +1,93 @@
+"""The loop's arithmetic: sample-weighted means, accumulation without carry-over."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from pyimagesearch.engine import evaluate, fit, train_one_epoch
+from pyimagesearch.runtime import Precision
+
+CPU = Precision(torch.device("cpu"))
+
+
+def _data(n: int = 10, features: int = 4, classes: int = 3, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    return TensorDataset(torch.randn(n, features, generator=generator),
+                         torch.randint(0, classes, (n,), generator=generator))
+
+
+def test_evaluate_weights_each_sample_once_with_a_ragged_last_batch():
+    data = _data(n=10)
+    model = nn.Linear(4, 3)
+    metrics = evaluate(model, DataLoader(data, batch_size=4), nn.CrossEntropyLoss(), CPU, progress=False)
+    x, y = data.tensors
+    with torch.no_grad():
+        logits = model(x)
+    assert metrics["count"] == 10
+    assert abs(metrics["loss"] - nn.functional.cross_entropy(logits, y).item()) < 1e-6
+    assert metrics["accuracy"] == (logits.argmax(1) == y).sum().item() / 10
+
+
+def test_train_loss_is_the_mean_of_per_batch_losses_weighted_by_batch_size():
+    data = _data(n=10)
+    model = nn.Linear(4, 3)
+    seen = []
+
+    class Recording(nn.CrossEntropyLoss):
+        def forward(self, logits, target):
+            loss = super().forward(logits, target)
+            seen.append((loss.item(), target.numel()))
+            return loss
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    metrics = train_one_epoch(model, DataLoader(data, batch_size=4), Recording(), optimizer, CPU, progress=False)
+    expected = sum(loss * n for loss, n in seen) / sum(n for _, n in seen)
+    assert [n for _, n in seen] == [4, 4, 2]
+    assert abs(metrics["loss"] - expected) < 1e-9 and metrics["count"] == 10
+    assert isinstance(metrics["loss"], float)  # no tensor keeping the autograd graph alive
+
+
+def test_accumulating_two_half_batches_equals_one_full_batch():
+    data = _data(n=8)
+    torch.manual_seed(0)
+    full, halves = nn.Linear(4, 3), nn.Linear(4, 3)
+    halves.load_state_dict(full.state_dict())
+    loss_fn = nn.CrossEntropyLoss()
+    train_one_epoch(full, DataLoader(data, batch_size=8), loss_fn, torch.optim.SGD(full.parameters(), lr=0.5),
+                    CPU, progress=False)
+    train_one_epoch(halves, DataLoader(data, batch_size=4), loss_fn, torch.optim.SGD(halves.parameters(), lr=0.5),
+                    CPU, grad_accum_steps=2, progress=False)
+    for a, b in zip(full.parameters(), halves.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_no_gradient_is_carried_into_the_next_epoch():
+    data = _data(n=6)
+    model = nn.Linear(4, 3)
+    steps = []
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    original_step = optimizer.step
+
+    def step(*args, **kwargs):
+        steps.append(model.weight.grad.clone())
+        return original_step(*args, **kwargs)
+
+    optimizer.step = step
+    # 3 batches with accumulation 2: a full step, then a flushed half step at the end of the epoch
+    train_one_epoch(model, DataLoader(data, batch_size=2), nn.CrossEntropyLoss(), optimizer, CPU,
+                    grad_accum_steps=2, progress=False)
+    assert len(steps) == 2
+    assert model.weight.grad is None  # zeroed after the last step, nothing left for the next epoch
+
+
+def test_fit_records_one_history_entry_per_epoch():
+    data = _data(n=12)
+    model = nn.Linear(4, 3)
+    ends = []
+    history = fit(model, DataLoader(data, batch_size=4), DataLoader(data, batch_size=5), nn.CrossEntropyLoss(),
+                  torch.optim.Adam(model.parameters(), lr=0.05), CPU, 3, on_epoch_end=ends.append, progress=False)
+    assert [r["epoch"] for r in history] == [1, 2, 3] and ends == history
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert all(r["val_count"] == 12 for r in history)
