@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import shutil
 import tarfile
@@ -45,8 +46,9 @@ def download(url: str, archive: str, expected_size: int | None = None, timeout_s
         os.replace(partial, archive)
     except UserError:
         raise
-    except (urllib.error.URLError, OSError, ValueError) as error:
-        reason = getattr(error, "reason", None) or error
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:
+        reason = f"HTTP {error.code} {error.reason}" if isinstance(error, urllib.error.HTTPError) else (
+            getattr(error, "reason", None) or error)
         raise UserError(
             f"Could not download {url} ({reason}). Download it on a machine with internet access and "
             f"either put it at '{archive}' (it is then reused), or unpack it yourself so that the class "

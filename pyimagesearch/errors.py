@@ -21,7 +21,9 @@ def run_cli(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] 
     try:
         main(argv)
     except UserError as error:
-        message = textwrap.fill(" ".join(str(error).split()), width=100) if "\n" not in str(error) else str(error)
+        text = str(error)
+        message = text if "\n" in text else textwrap.fill(" ".join(text.split()), width=100, break_long_words=False,
+                                                          break_on_hyphens=False)
         print(f"[ERROR] {message}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:

@@ -100,7 +100,7 @@ def test_source_is_never_modified_and_hidden_or_non_image_files_are_ignored(tmp_
 
 def test_missing_data_path_says_where_the_flowers_come_from(tmp_path, capsys):
     code = run_cli(build_dataset.main, ["--data", str(tmp_path / "flower_photos"), "--output", str(tmp_path / "d")])
-    err = capsys.readouterr().err
+    err = " ".join(capsys.readouterr().err.split())
     assert code == 2 and "Traceback" not in err
     assert "flower_photos.tgz" in err and "--download" in err and "daisy" in err
     assert not (tmp_path / "d").exists()
@@ -211,7 +211,7 @@ def test_datasets_that_cannot_be_split_stop_with_the_class_named(tmp_path, capsy
     for name, count in layout.items():
         make_image_folder(str(data), per_class=count, classes={name: (100, 100, 100)})
     code = run_cli(build_dataset.main, ["--data", str(data), "--output", str(tmp_path / "dataset"), "--no-progress"])
-    err = capsys.readouterr().err
+    err = " ".join(capsys.readouterr().err.split())
     assert code == 2 and expected in err and "Traceback" not in err
     assert not (tmp_path / "dataset").exists()
 

@@ -85,7 +85,7 @@ def test_training_without_dataset_names_the_fix(tmp_path, capsys):
     code = run_cli(fine_tune.main, ["--train", str(tmp_path / "nope" / "train"), "--val", str(tmp_path / "nope"),
                                     "--weights", "none", "--device", "cpu"])
     assert code == 2
-    err = capsys.readouterr().err
+    err = " ".join(capsys.readouterr().err.split())
     assert "nope" in err and "build_dataset.py" in err and "Traceback" not in err
 
 

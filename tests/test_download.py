@@ -1,0 +1,165 @@
+"""The flowers download against a local HTTP server: progress, reuse, broken transfers, hostile archives."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from PIL import Image
+
+import build_dataset
+from pyimagesearch.download import extract
+from pyimagesearch.errors import UserError, run_cli
+
+
+def _tgz(members: dict[str, bytes], links: dict[str, tuple[str, str]] | None = None) -> bytes:
+    """A gzip tar of ``members`` (name -> bytes) and ``links`` (name -> (kind, target))."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for name, (kind, target) in (links or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.SYMTYPE if kind == "sym" else tarfile.LNKTYPE
+            info.linkname = target
+            tar.addfile(info)
+    return buffer.getvalue()
+
+
+def _jpeg(color) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (24, 24), color).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def flowers_tgz() -> bytes:
+    members = {"flower_photos/LICENSE.txt": b"CC-BY"}
+    for name, color in {"daisy": (250, 250, 250), "roses": (200, 20, 40), "tulips": (220, 60, 90)}.items():
+        for i in range(4):
+            members[f"flower_photos/{name}/{i}.jpg"] = _jpeg(color)
+    return _tgz(members)
+
+
+class Server:
+    """Serves ``files`` on 127.0.0.1; ``drop_after`` bytes cuts a response short."""
+
+    def __init__(self, files: dict[str, bytes], drop_after: int | None = None) -> None:
+        self.files, self.drop_after, self.requests = files, drop_after, []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                server.requests.append(self.path)
+                body = server.files.get(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body if server.drop_after is None else body[: server.drop_after])
+                self.wfile.flush()
+                if server.drop_after is not None:
+                    self.close_connection = True
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _args(tmp_path, url: str) -> list[str]:
+    return ["--data", str(tmp_path / "flower_photos"), "--output", str(tmp_path / "dataset"), "--download",
+            "--url", url, "--cache-dir", str(tmp_path / "cache")]
+
+
+def test_download_extract_split_then_reuse(tmp_path, capsys, no_network):
+    with Server({"/flower_photos.tgz": flowers_tgz()}) as server:
+        build_dataset.main(_args(tmp_path, server.url("/flower_photos.tgz")))
+        captured = capsys.readouterr()
+        assert "downloading" in captured.err  # the tqdm bar, with sizes
+        assert sorted(os.listdir(tmp_path / "flower_photos")) == ["LICENSE.txt", "daisy", "roses", "tulips"]
+        assert sorted(os.listdir(tmp_path / "dataset" / "train")) == ["daisy", "roses", "tulips"]
+        assert (tmp_path / "cache" / "flower_photos.tgz").stat().st_size == len(server.files["/flower_photos.tgz"])
+        assert not [e for e in os.listdir(tmp_path) if e.startswith(".")]
+
+        build_dataset.main(_args(tmp_path, server.url("/flower_photos.tgz")))  # folder there: no download
+        assert len(server.requests) == 1
+
+        import shutil
+
+        shutil.rmtree(tmp_path / "flower_photos")  # archive still cached: extract again, no download
+        build_dataset.main(_args(tmp_path, server.url("/flower_photos.tgz")))
+        assert len(server.requests) == 1
+        assert "reusing the downloaded archive" in capsys.readouterr().out
+
+
+def test_a_dropped_connection_leaves_nothing_behind(tmp_path, capsys):
+    body = flowers_tgz()
+    with Server({"/flower_photos.tgz": body}, drop_after=len(body) // 3) as server:
+        code = run_cli(build_dataset.main, _args(tmp_path, server.url("/flower_photos.tgz")))
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and "Traceback" not in err and server.url("/flower_photos.tgz") in err
+    assert not (tmp_path / "flower_photos").exists() and not (tmp_path / "dataset").exists()
+    assert os.listdir(tmp_path / "cache") == []  # no partial archive passing for a finished one
+
+
+def test_http_error_names_the_url_and_the_manual_route(tmp_path, capsys):
+    with Server({}) as server:
+        code = run_cli(build_dataset.main, _args(tmp_path, server.url("/missing.tgz")))
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and "/missing.tgz" in err and "404" in err and "unpack it yourself" in err
+
+
+def test_offline_download_fails_fast_with_the_manual_route(tmp_path, capsys, no_network):
+    code = run_cli(build_dataset.main, _args(tmp_path, "https://example.invalid/flower_photos.tgz"))
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and "example.invalid" in err and "DATA_PATH" in err
+
+
+@pytest.mark.parametrize("members,links,why", [
+    ({"flower_photos/../../evil.txt": b"x"}, None, "'..'"),
+    ({"/tmp/evil-absolute.txt": b"x"}, None, "absolute path"),
+    ({}, {"flower_photos/link": ("sym", "/etc/passwd")}, "links outside"),
+    ({}, {"flower_photos/up": ("sym", "../../outside")}, "links outside"),
+    ({}, {"flower_photos/hard": ("hard", "/etc/passwd")}, "links outside"),
+])
+def test_hostile_archives_are_refused_and_write_nothing(tmp_path, members, links, why):
+    base = {"flower_photos/daisy/0.jpg": _jpeg((255, 255, 255)), "flower_photos/roses/0.jpg": _jpeg((200, 0, 0))}
+    archive = tmp_path / "cache" / "evil.tgz"
+    archive.parent.mkdir()
+    archive.write_bytes(_tgz({**base, **members}, links))
+    target = tmp_path / "sandbox" / "flower_photos"
+    with pytest.raises(UserError, match=why):
+        extract(str(archive), str(target))
+    assert not target.exists() and os.listdir(tmp_path / "sandbox") == []
+    assert not (tmp_path / "evil.txt").exists() and not os.path.exists("/tmp/evil-absolute.txt")
+
+
+def test_an_archive_without_class_folders_is_refused(tmp_path):
+    archive = tmp_path / "odd.tgz"
+    archive.write_bytes(_tgz({"flower_photos/readme.txt": b"nothing here"}))
+    with pytest.raises(UserError, match="class folders"):
+        extract(str(archive), str(tmp_path / "flower_photos"))
+    archive.write_bytes(b"not a tar at all")
+    with pytest.raises(UserError, match="not a readable"):
+        extract(str(archive), str(tmp_path / "flower_photos"))
+    assert not (tmp_path / "flower_photos").exists()
