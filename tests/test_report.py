@@ -1,0 +1,126 @@
+"""Evaluation report, confusion matrix, mistakes grid, and predictions on the user's own files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import build_dataset
+import fine_tune
+import inference
+import train_feature_extraction
+from conftest import make_image_folder, train_args
+from pyimagesearch.report import classification_report, confusion_matrix
+
+# two reds that differ by a shade: the deliberately confusable pair
+CONFUSABLE = {"blue": (30, 60, 220), "crimson": (200, 30, 40), "scarlet": (215, 45, 35)}
+
+
+def _decodes(path) -> bool:
+    with Image.open(path) as image:
+        image.load()
+        return image.size[0] > 100
+
+
+def test_metrics_match_their_definitions_on_a_hand_example():
+    y_true = [0, 0, 0, 1, 1, 2, 2, 2, 2]
+    y_pred = [0, 1, 0, 1, 0, 2, 2, 1, 2]
+    matrix = confusion_matrix(y_true, y_pred, 3)
+    assert matrix.tolist() == [[2, 1, 0], [1, 1, 0], [0, 1, 3]]
+    result = classification_report(matrix, ["a", "b", "c"])
+    b = result["classes"][1]
+    assert b["precision"] == pytest.approx(1 / 3) and b["recall"] == pytest.approx(1 / 2)
+    assert b["f1"] == pytest.approx(2 * (1 / 3) * (1 / 2) / (1 / 3 + 1 / 2)) and b["support"] == 2
+    assert result["accuracy"] == pytest.approx(6 / 9)
+    empty = classification_report(confusion_matrix([0, 0], [0, 0], 2), ["x", "y"])
+    assert empty["classes"][1] == {"class": "y", "precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+
+
+def test_evaluate_report_agrees_with_a_hand_count(tmp_path):
+    data = make_image_folder(str(tmp_path / "photos"), per_class=9, classes=CONFUSABLE)
+    base = str(tmp_path / "dataset")
+    build_dataset.main(["--data", data, "--output", base, "--val-split", "0.34", "--no-progress"])
+    train_feature_extraction.main(train_args(tmp_path, base, "warmup", "--epochs", "6", "--batch-size", "8"))
+    out = tmp_path / "output"
+    report = json.loads((out / "warmup_model_report.json").read_text())  # written after training
+    assert report["count"] == 9 and report["class_names"] == sorted(CONFUSABLE)
+
+    inference.main(["--model", str(out / "warmup_model.pth"), "--evaluate", os.path.join(base, "val"),
+                    "--output", str(tmp_path / "eval"), "--device", "cpu", "--num-workers", "0", "--no-progress"])
+    report = json.loads((tmp_path / "eval" / "warmup_model_report.json").read_text())
+
+    # hand count: predict each validation image on its own and tally
+    from pyimagesearch import checkpoint
+    from pyimagesearch.create_dataloaders import eval_transforms, image_folder
+
+    model, meta = checkpoint.load(str(out / "warmup_model.pth"))
+    ds = image_folder(os.path.join(base, "val"), eval_transforms(meta["image_size"]))
+    counts = np.zeros((3, 3), dtype=int)
+    with torch.no_grad():
+        for image, label in ds:
+            counts[label, int(model(image[None]).argmax())] += 1
+    assert report["confusion_matrix"] == counts.tolist()
+    for k, row in enumerate(report["classes"]):
+        predicted, support = counts[:, k].sum(), counts[k].sum()
+        assert row["support"] == support
+        assert row["recall"] == pytest.approx(counts[k, k] / support)
+        assert row["precision"] == pytest.approx(counts[k, k] / predicted if predicted else 0.0)
+    assert report["accuracy"] == pytest.approx(np.trace(counts) / counts.sum())
+    assert len(report["mistakes"]) == counts.sum() - np.trace(counts)
+    confidences = [m["probability"] for m in report["mistakes"]]
+    assert confidences == sorted(confidences, reverse=True)
+    with open(tmp_path / "eval" / "warmup_model_report.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["class"] for r in rows[:3]] == sorted(CONFUSABLE)
+    assert _decodes(tmp_path / "eval" / "warmup_model_confusion.png")
+    if report["mistakes"]:
+        assert _decodes(tmp_path / "eval" / "warmup_model_mistakes.png")
+
+
+def test_evaluate_refuses_a_folder_with_unknown_classes(tmp_path, splits):
+    fine_tune.main(train_args(tmp_path, splits, "finetune", "--epochs", "1", "--no-report"))
+    other = make_image_folder(str(tmp_path / "other"), per_class=2, classes={"purple": (120, 0, 120)})
+    from pyimagesearch.errors import UserError
+
+    with pytest.raises(UserError, match="purple"):
+        inference.main(["--model", str(tmp_path / "output" / "finetune_model.pth"), "--evaluate", other,
+                        "--output", str(tmp_path / "eval"), "--device", "cpu", "--num-workers", "0"])
+
+
+def test_images_mode_predicts_good_files_and_names_broken_ones(tmp_path, splits, capsys):
+    fine_tune.main(train_args(tmp_path, splits, "finetune", "--epochs", "1", "--no-report"))
+    mine = tmp_path / "my photos"
+    mine.mkdir()
+    Image.new("RGB", (50, 40), (200, 30, 30)).save(mine / "rose.jpg")
+    Image.new("RGBA", (30, 30), (0, 0, 200, 128)).save(mine / "sky.PNG")
+    (mine / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (mine / "empty.png").write_bytes(b"")
+    single = tmp_path / "single.jpg"
+    Image.new("L", (20, 20), 128).save(single)
+    capsys.readouterr()
+
+    inference.main(["--model", str(tmp_path / "output" / "finetune_model.pth"), "--images", str(mine), str(single),
+                    str(tmp_path / "missing.jpg"), "--top-k", "2", "--output", str(tmp_path / "pred"),
+                    "--device", "cpu", "--num-workers", "0"])
+    out = capsys.readouterr().out
+    result = json.loads((tmp_path / "pred" / "finetune_model_images.json").read_text())
+    predicted = sorted(os.path.basename(p["path"]) for p in result["predictions"])
+    assert predicted == ["rose.jpg", "single.jpg", "sky.PNG"]
+    skipped = sorted(os.path.basename(s["path"]) for s in result["skipped"])
+    assert skipped == ["broken.jpg", "empty.png", "missing.jpg"]
+    for name in skipped:
+        assert f"skipped {[s['path'] for s in result['skipped'] if s['path'].endswith(name)][0]}" in out
+    for prediction in result["predictions"]:
+        probabilities = [t["probability"] for t in prediction["top"]]
+        assert len(probabilities) == 2 and probabilities == sorted(probabilities, reverse=True)
+        assert 0 < sum(probabilities) <= 1 + 1e-6
+    assert "images/s" in out
+    with open(tmp_path / "pred" / "finetune_model_images.csv") as handle:
+        assert len(list(csv.reader(handle))) == 4  # header + three images
+    assert _decodes(tmp_path / "pred" / "finetune_model_images.png")
