@@ -10,7 +10,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .model import set_train_mode
-from .runtime import Precision, all_reduce_sum, is_main_process
+from .runtime import Precision, all_reduce_sum, is_main_process, unwrap
 
 FeatureFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -131,8 +131,8 @@ def extract_features(body: nn.Module, loader: Iterable, precision: Precision, *,
 def fit(model: nn.Module, train_loader: Iterable | Callable[[int], Iterable], val_loader: Iterable,
         loss_fn: nn.Module, optimizer: torch.optim.Optimizer, precision: Precision, epochs: int, *,
         grad_accum_steps: int = 1, feature_fn: FeatureFn | None = None, val_feature_fn: FeatureFn | None = None,
-        on_epoch_end: Callable[[dict[str, float]], None] | None = None, progress: bool = True,
-        log: Callable[[str], None] = print) -> list[dict[str, float]]:
+        on_epoch_end: Callable[[dict[str, float]], None] | None = None,
+        progress: bool = True) -> list[dict[str, float]]:
     """Train for ``epochs`` and return the history, one record per epoch.
 
     ``train_loader`` may be a function of the epoch (cached feature views, distributed samplers).
@@ -148,7 +148,8 @@ def fit(model: nn.Module, train_loader: Iterable | Callable[[int], Iterable], va
             sampler.set_epoch(epoch)
         train = train_one_epoch(model, loader, loss_fn, optimizer, precision, grad_accum_steps=grad_accum_steps,
                                 scaler=scaler, feature_fn=feature_fn, progress=progress)
-        val = evaluate(model, val_loader, loss_fn, precision, feature_fn=val_feature_fn, progress=progress)
+        # the bare module: evaluation shards differ in length, and DDP's forward must not wait for peers
+        val = evaluate(unwrap(model), val_loader, loss_fn, precision, feature_fn=val_feature_fn, progress=progress)
         record = {
             "epoch": epoch + 1,
             "train_loss": train["loss"], "train_acc": train["accuracy"], "train_count": train["count"],

@@ -6,6 +6,7 @@ The scripts themselves say only what differs: the head, what is frozen, batch si
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 from collections.abc import Callable, Iterable
@@ -87,7 +88,8 @@ class TrainingRun:
         device = resolve_device(args.device)
         init_distributed(device)
         self.device = resolve_device(args.device)
-        seed_everything(args.seed + (torch.distributed.get_rank() if is_distributed() else 0))
+        # the same seed on every process: a randomly initialised body must be identical everywhere
+        seed_everything(args.seed)
         self.precision = Precision(self.device, resolve_amp(args.amp, self.device), args.channels_last)
         self.train_ds = image_folder(args.train, train_transforms(args.image_size), draft_size=args.image_size)
         self.val_ds = image_folder(args.val, eval_transforms(args.image_size), draft_size=args.image_size)
@@ -127,8 +129,11 @@ class TrainingRun:
             module = torch.compile(module)
         if is_distributed():
             device_ids = [self.device.index] if self.device.type == "cuda" else None
-            # frozen BatchNorm statistics are identical on every rank: nothing to broadcast
-            module = nn.parallel.DistributedDataParallel(module, device_ids=device_ids, broadcast_buffers=False)
+            # frozen BatchNorm statistics are identical on every rank: nothing to sync per forward
+            sync = ({"forward_sync_buffers": False}
+                    if "forward_sync_buffers" in inspect.signature(nn.parallel.DistributedDataParallel).parameters
+                    else {"broadcast_buffers": False})
+            module = nn.parallel.DistributedDataParallel(module, device_ids=device_ids, **sync)
         return module
 
     def optimizer(self, module: nn.Module) -> torch.optim.Optimizer:

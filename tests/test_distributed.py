@@ -1,0 +1,55 @@
+"""Both training scripts under torchrun: 2 CPU processes with gloo, one set of outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import build_dataset
+from conftest import ROOT, make_image_folder
+from pyimagesearch import checkpoint
+
+
+@pytest.fixture(scope="module")
+def odd_dataset(tmp_path_factory):
+    """7 validation images: two processes cannot split them evenly, so padding would show."""
+    root = tmp_path_factory.mktemp("ddp")
+    data = make_image_folder(str(root / "photos"), per_class=7)
+    build_dataset.main(["--data", data, "--output", str(root / "dataset"), "--val-split", "0.3", "--no-progress"])
+    counts = {s: sum(len(os.listdir(root / "dataset" / s / c)) for c in os.listdir(root / "dataset" / s))
+              for s in ("train", "val")}
+    return root, counts
+
+
+@pytest.mark.parametrize("script,name,extra", [("train_feature_extraction.py", "warmup", []),
+                                               ("train_feature_extraction.py", "warmup_nocache", ["--no-feature-cache"]),
+                                               ("fine_tune.py", "finetune", [])])
+def test_torchrun_two_processes_write_one_set_of_outputs(tmp_path, odd_dataset, script, name, extra):
+    root, counts = odd_dataset
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               os.path.join(ROOT, script), "--train", str(root / "dataset" / "train"),
+               "--val", str(root / "dataset" / "val"), "--weights", "none", "--image-size", "32", "--epochs", "2",
+               "--batch-size", "4", "--num-workers", "0", "--device", "cpu", "--no-progress",
+               "--plot", str(out / f"{name}.png"), "--model", str(out / f"{name}_model.pth"), *extra]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    assert sorted(f for f in os.listdir(out) if f.endswith(".pth")) == [f"{name}_model.pth", f"{name}_model_best.pth"]
+    assert sorted(f for f in os.listdir(out) if f.endswith(".png") and "_model_" not in f) == [f"{name}.png"]
+    assert result.stdout.count("[INFO] EPOCH: 1/2") == 1  # logged by rank 0 only
+
+    history = json.loads((out / f"{name}_history.json").read_text())
+    assert len(history) == 2
+    assert all(record["val_count"] == counts["val"] for record in history)  # every image once, no padding
+
+    model, meta = checkpoint.load(str(out / f"{name}_model.pth"))
+    with torch.no_grad():
+        logits = model(torch.randn(2, 3, 32, 32))
+    assert logits.shape == (2, len(meta["class_names"])) and torch.isfinite(logits).all()
