@@ -34,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     # a body that trains too, except its BatchNorm layers (parameters and running statistics)
     model = build_model(len(run.class_names), head="mlp", weights=run.weights())
     freeze_batchnorm(model)
-    model = run.precision.prepare(model)
+    model = run.prepare(model)
 
     history = run.fit(model, model, run.loader(run.train_ds, shuffle=True), run.loader(run.val_ds, shuffle=False))
     run.finish(model, history)

@@ -28,6 +28,7 @@ from pyimagesearch import checkpoint, config, plots, report
 from pyimagesearch.create_dataloaders import eval_transforms, image_folder
 from pyimagesearch.errors import UserError, run_cli
 from pyimagesearch.images import is_image_file, load_rgb
+from pyimagesearch.model import fold_frozen_batchnorm
 from pyimagesearch.runtime import Precision, resolve_amp, resolve_device, seed_everything
 
 
@@ -183,6 +184,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     precision = Precision(device, resolve_amp(args.amp, device), args.channels_last)
     print("[INFO] loading the model...")
     model, meta = checkpoint.load(args.model)
+    model.requires_grad_(False)
+    if config.FOLD_BN:
+        fold_frozen_batchnorm(model)
     model = precision.prepare(model).eval()
     stem = os.path.splitext(os.path.basename(args.model))[0]
     os.makedirs(args.output, exist_ok=True)

@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     # frozen body stays in eval mode so its BatchNorm statistics keep their ImageNet values
     model = build_model(len(run.class_names), head="linear", weights=run.weights())
     freeze_body(model)
-    model = run.precision.prepare(model)
+    model = run.prepare(model)
     body, head = Body(model), model.fc
 
     val_loader = run.loader(run.val_ds, shuffle=False)

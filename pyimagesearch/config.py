@@ -68,6 +68,8 @@ FEATURE_CACHE_VIEWS = 1
 # channels_last memory format, and optional torch.compile
 AMP = "auto"
 CHANNELS_LAST = True
+# frozen BatchNorm layers are folded into the convolutions before them (same math, less work)
+FOLD_BN = True
 COMPILE = False
 
 # how many top classes inference prints per image

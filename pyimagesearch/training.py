@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from . import checkpoint, config, engine, plots, report
 from .create_dataloaders import eval_transforms, image_folder, make_loader, train_transforms
 from .errors import UserError
-from .model import load_backbone_weights
+from .model import fold_frozen_batchnorm, load_backbone_weights
 from .runtime import (
     Precision,
     init_distributed,
@@ -54,6 +54,8 @@ def training_parser(description: str, *, batch_size: int, lr: float, plot: str, 
     parser.add_argument("--amp", default=config.AMP, help="mixed precision: auto, off, bf16, fp16 (default: %(default)s)")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=config.CHANNELS_LAST,
                         help="channels_last memory format (default: %(default)s)")
+    parser.add_argument("--fold-bn", action=argparse.BooleanOptionalAction, default=config.FOLD_BN,
+                        help="fold frozen BatchNorm layers into their convolutions (default: %(default)s)")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=config.COMPILE,
                         help="torch.compile the trained part (default: %(default)s)")
     parser.add_argument("--plot", default=plot, help="training-history plot (default: %(default)s)")
@@ -112,6 +114,12 @@ class TrainingRun:
         if self.args.weights.lower() == "none":
             self.log("[WARN] --weights none: the backbone starts from random weights (smoke runs only)")
         return load_backbone_weights(self.args.weights)
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        """Fold frozen BatchNorm layers (call after freezing), move to the device and memory format."""
+        if self.args.fold_bn:
+            fold_frozen_batchnorm(model)
+        return self.precision.prepare(model)
 
     def loader(self, dataset, shuffle: bool, even: bool = False) -> DataLoader:
         return make_loader(dataset, self.args.batch_size, shuffle, self.args.num_workers,

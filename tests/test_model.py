@@ -117,3 +117,31 @@ def test_checkpoint_refuses_pickled_models(tmp_path):
     torch.save(nn.Linear(2, 2), path)  # what the tutorial's torch.save(model) wrote
     with pytest.raises(UserError, match="not a flowers-transfer checkpoint"):
         checkpoint.load(str(path))
+
+
+def test_folding_frozen_batchnorm_changes_speed_not_results(resnet_weights_file):
+    from pyimagesearch.model import fold_frozen_batchnorm
+
+    weights = torch.load(resnet_weights_file, weights_only=True)
+    torch.manual_seed(0)
+    plain = build_model(3, head="mlp", weights=weights)
+    folded = build_model(3, head="mlp", weights=weights)
+    folded.load_state_dict(plain.state_dict())
+    for model in (plain, folded):
+        freeze_batchnorm(model)
+    assert fold_frozen_batchnorm(folded) == 53
+    assert list(folded.state_dict()) == list(plain.state_dict())  # checkpoints keep their format
+    x = torch.randn(2, 3, 64, 64)
+    for model in (plain, folded):
+        set_train_mode(model)
+        model.fc.eval()  # dropout off, so the two forwards are comparable
+    out_plain, out_folded = plain(x), folded(x)
+    assert torch.allclose(out_plain, out_folded, rtol=1e-4, atol=1e-4)
+    out_plain.sum().backward()
+    out_folded.sum().backward()
+    grad_plain, grad_folded = plain.layer2[0].conv2.weight.grad, folded.layer2[0].conv2.weight.grad
+    assert torch.allclose(grad_plain, grad_folded, rtol=1e-3, atol=1e-5 * grad_plain.abs().max().item())
+    assert folded.bn1.weight.grad is None
+
+    trainable = build_model(3, head="mlp")
+    assert fold_frozen_batchnorm(trainable) == 0  # BatchNorm still learning: nothing to fold
