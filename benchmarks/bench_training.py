@@ -1,0 +1,318 @@
+"""Tutorial-style training versus this project's defaults, side by side in one run.
+
+Usage:
+    python benchmarks/bench_training.py                        # generated flowers, 224 px, CPU or CUDA
+    python benchmarks/bench_training.py --data flower_photos --per-class 0 --epochs 2
+    python benchmarks/bench_training.py --weights ~/.cache/torch/hub/checkpoints/resnet50-0676ba61.pth
+
+"Tutorial style" is the tutorial's own loop: fp32, NCHW, ``model.train()`` on the whole network
+(so BatchNorm runs in training mode), features recomputed every epoch, Pillow's default loader,
+and for fine-tuning the tutorial's ``zip(model.modules(), model.parameters())`` freezing.
+"Project style" runs this project's scripts (train_feature_extraction.main, fine_tune.main) with
+their defaults. Each run is a separate process, so peak memory is its own. Prints a table and
+writes benchmarks/results.json.
+
+Feature extraction runs --fe-epochs epochs in every style (tutorial, project without cache,
+project cached with one view and with --views augmented views), so both speed and validation
+accuracy compare like for like; fine-tuning runs --epochs epochs.
+
+Offline (--weights none, the default) the backbone is ResNet50's random initialisation with
+its BatchNorm statistics calibrated on the training images: a stand-in for ImageNet weights
+whose features are well scaled, written once and loaded by every run. Pass the real weights
+file with --weights for figures that match a user's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def peak_memory_mb(device: str) -> float:
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+# --- the tutorial's loop, kept as it was (with the loss bookkeeping made harmless) ------------
+
+def tutorial_run(mode: str, args) -> dict:
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader
+    from torchvision import datasets, transforms
+    from torchvision.models import resnet50
+
+    from pyimagesearch import config
+    from pyimagesearch.model import load_backbone_weights
+
+    torch.manual_seed(args.seed)
+    started = time.perf_counter()
+    train_tf = transforms.Compose([transforms.RandomResizedCrop(args.image_size), transforms.RandomHorizontalFlip(),
+                                   transforms.RandomRotation(90), transforms.ToTensor(),
+                                   transforms.Normalize(config.MEAN, config.STD)])
+    val_tf = transforms.Compose([transforms.Resize((args.image_size, args.image_size)), transforms.ToTensor(),
+                                 transforms.Normalize(config.MEAN, config.STD)])
+    train_ds = datasets.ImageFolder(os.path.join(args.dataset, "train"), train_tf)
+    val_ds = datasets.ImageFolder(os.path.join(args.dataset, "val"), val_tf)
+    pin = args.device.startswith("cuda")
+    train_loader = DataLoader(train_ds, args.batch_size, shuffle=True, num_workers=args.num_workers, pin_memory=pin)
+    val_loader = DataLoader(val_ds, args.batch_size, shuffle=False, num_workers=args.num_workers, pin_memory=pin)
+
+    model = resnet50()
+    weights = load_backbone_weights(args.weights)
+    if weights is not None:
+        model.load_state_dict(weights)
+    if mode == "fe":
+        for param in model.parameters():
+            param.requires_grad = False
+        model.fc = nn.Linear(model.fc.in_features, len(train_ds.classes))
+        opt = torch.optim.Adam(model.fc.parameters(), lr=config.LR)
+    else:
+        for module, param in zip(model.modules(), model.parameters()):  # the tutorial's (ineffective) freeze
+            if isinstance(module, nn.BatchNorm2d):
+                param.requires_grad = False
+        model.fc = nn.Sequential(nn.Linear(model.fc.in_features, 512), nn.ReLU(), nn.Dropout(0.25), nn.Linear(512, 256),
+                                 nn.ReLU(), nn.Dropout(0.5), nn.Linear(256, len(train_ds.classes)))
+        opt = torch.optim.Adam(model.parameters(), lr=config.LR)
+    model = model.to(args.device)
+    loss_fn = nn.CrossEntropyLoss()
+    setup = time.perf_counter() - started
+    epochs = []
+    for _ in range(args.fe_epochs if mode == "fe" else args.epochs):
+        epoch_started = time.perf_counter()
+        model.train()
+        for i, (x, y) in enumerate(train_loader):
+            x, y = x.to(args.device), y.to(args.device)
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            if (i + 2) % 2 == 0:
+                opt.step()
+                opt.zero_grad()
+        train_seconds = time.perf_counter() - epoch_started
+        correct = 0
+        with torch.no_grad():
+            model.eval()
+            for x, y in val_loader:
+                correct += (model(x.to(args.device)).argmax(1).cpu() == y).sum().item()
+        epochs.append({"seconds": time.perf_counter() - epoch_started, "train_seconds": train_seconds,
+                       "val_acc": correct / len(val_ds)})
+    return {"setup_seconds": setup, "epochs": epochs, "train_images": len(train_ds), "val_images": len(val_ds),
+            "val_acc": epochs[-1]["val_acc"], "peak_mb": peak_memory_mb(args.device)}
+
+
+# --- this project's scripts, with their defaults -----------------------------------------------
+
+def project_run(mode: str, args, extra: list[str], epochs: int) -> dict:
+    import fine_tune
+    import train_feature_extraction
+
+    out = tempfile.mkdtemp()
+    argv = ["--train", os.path.join(args.dataset, "train"), "--val", os.path.join(args.dataset, "val"),
+            "--weights", args.weights, "--image-size", str(args.image_size), "--epochs", str(epochs),
+            "--batch-size", str(args.batch_size), "--num-workers", str(args.num_workers), "--device", args.device,
+            "--plot", os.path.join(out, "plot.png"), "--model", os.path.join(out, "model.pth"),
+            "--seed", str(args.seed), "--no-report", "--no-progress", *extra]
+    started = time.perf_counter()
+    (train_feature_extraction if mode == "fe" else fine_tune).main(argv)
+    total = time.perf_counter() - started
+    with open(os.path.join(out, "plot_history.json")) as handle:
+        history = json.load(handle)
+    shutil.rmtree(out, ignore_errors=True)
+    return {"total_seconds": total, "epochs": [{"seconds": r["seconds"], "val_acc": r["val_acc"]} for r in history],
+            "train_images": history[0]["train_count"], "val_images": history[0]["val_count"],
+            "val_acc": history[-1]["val_acc"], "peak_mb": peak_memory_mb(args.device)}
+
+
+def decode_cost(args) -> dict:
+    """Seconds per image to decode and transform, with Pillow's default loader and with ours."""
+    from torchvision import datasets
+
+    from pyimagesearch.create_dataloaders import train_transforms
+    from pyimagesearch.images import RGBLoader
+
+    folder = os.path.join(args.dataset, "train")
+    result = {}
+    for name, loader in (("pillow_default", None), ("project_draft", RGBLoader(args.image_size))):
+        ds = datasets.ImageFolder(folder, train_transforms(args.image_size), **({"loader": loader} if loader else {}))
+        count = min(len(ds), 100)
+        started = time.perf_counter()
+        for i in range(count):
+            ds[i]
+        result[name] = (time.perf_counter() - started) / count
+    return result
+
+
+def calibrated_weights(args, path: str, images: int = 64) -> str:
+    """Random ResNet50 weights whose BatchNorm statistics are measured on the training images."""
+    import torch
+    from torchvision import datasets
+    from torchvision.models import resnet50
+
+    from pyimagesearch.create_dataloaders import eval_transforms
+
+    torch.manual_seed(args.seed)
+    model = resnet50()
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = None  # a plain average over every batch seen
+    ds = datasets.ImageFolder(os.path.join(args.dataset, "train"), eval_transforms(args.image_size))
+    loader = torch.utils.data.DataLoader(ds, batch_size=16, shuffle=True)
+    model.train()
+    seen = 0
+    with torch.no_grad():
+        for x, _ in loader:
+            model(x)
+            seen += len(x)
+            if seen >= images:
+                break
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def child(args) -> None:
+    """One measurement in its own process: prints a JSON line."""
+    import torch
+
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    kind = args.child
+    if kind == "fe-tutorial":
+        result = tutorial_run("fe", args)
+    elif kind == "ft-tutorial":
+        result = tutorial_run("ft", args)
+    elif kind == "fe-project-uncached":
+        result = project_run("fe", args, ["--no-feature-cache"], args.fe_epochs)
+    elif kind == "fe-project-cached":
+        result = project_run("fe", args, ["--feature-cache", "--cache-views", "1"], args.fe_epochs)
+    elif kind == "fe-project-views":
+        result = project_run("fe", args, ["--feature-cache", "--cache-views", str(args.views)], args.fe_epochs)
+    elif kind == "ft-project":
+        result = project_run("ft", args, [], args.epochs)
+    elif kind == "decode":
+        result = decode_cost(args)
+    else:
+        raise SystemExit(f"unknown run {kind}")
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def measure(kind: str, args, argv: list[str]) -> dict:
+    print(f"[bench] {kind} ...", flush=True)
+    command = [sys.executable, os.path.abspath(__file__), *argv, "--child", kind, "--dataset", args.dataset]
+    completed = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
+    if completed.returncode != 0 or not lines:
+        raise SystemExit(f"{kind} failed:\n{completed.stdout[-2000:]}\n{completed.stderr[-4000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", help="a folder of class folders; default: generated flowers")
+    parser.add_argument("--per-class", type=int, default=40, help="generated images per class (default: %(default)s)")
+    parser.add_argument("--source-size", type=int, default=320, help="generated image side (default: %(default)s)")
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs per style (default: %(default)s)")
+    parser.add_argument("--fe-epochs", type=int, default=20,
+                        help="feature-extraction epochs per style (default: %(default)s)")
+    parser.add_argument("--views", type=int, default=5, help="augmented views of the multi-view cached run")
+    parser.add_argument("--weights", default="none")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", default=os.path.join(ROOT, "benchmarks", "results.json"))
+    parser.add_argument("--only", nargs="*", help="run only these measurements")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--dataset", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.device is None:
+        from pyimagesearch import config
+
+        args.device = "cuda" if config.DEVICE == "cuda" else "cpu"
+    if args.child:
+        return child(args)
+
+    import build_dataset
+
+    work = tempfile.mkdtemp(prefix="bench-")
+    try:
+        source = args.data
+        if not source:
+            from make_images import make_flowers
+
+            source = make_flowers(os.path.join(work, "flower_photos"), args.per_class, args.source_size, args.seed)
+        args.dataset = os.path.join(work, "dataset")
+        build_dataset.main(["--data", source, "--output", args.dataset, "--val-split", "0.2", "--no-progress"])
+        passthrough = [*(argv if argv is not None else sys.argv[1:]), "--device", args.device]
+        if args.weights == "none":
+            passthrough += ["--weights", calibrated_weights(args, os.path.join(work, "calibrated-resnet50.pth"))]
+        kinds = args.only or ["decode", "fe-tutorial", "fe-project-uncached", "fe-project-cached", "fe-project-views",
+                              "ft-tutorial", "ft-project"]
+        results = {kind: measure(kind, args, passthrough) for kind in kinds}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    results["settings"] = {k: v for k, v in vars(args).items() if k not in ("child", "dataset")}
+    report(results, args)
+    with open(args.output, "w") as handle:
+        json.dump(results, handle, indent=2)
+    print(f"[bench] wrote {args.output}")
+
+
+def _per_epoch(run: dict) -> float:
+    return sum(e["seconds"] for e in run["epochs"]) / len(run["epochs"])
+
+
+def report(results: dict, args) -> None:
+    rows = []
+    fe_t, fe_u, fe_c = results.get("fe-tutorial"), results.get("fe-project-uncached"), results.get("fe-project-cached")
+    fe_v = results.get("fe-project-views")
+    ft_t, ft_p = results.get("ft-tutorial"), results.get("ft-project")
+    if "decode" in results:
+        d = results["decode"]
+        print(f"decode+augment per image: Pillow default {d['pillow_default'] * 1000:.1f} ms, "
+              f"project loader {d['project_draft'] * 1000:.1f} ms")
+    if fe_t:
+        tutorial_epoch = _per_epoch(fe_t)
+        rows.append(("feature extraction, tutorial style, per epoch", fe_t["train_images"] / tutorial_epoch, 1.0,
+                     fe_t["peak_mb"], fe_t["val_acc"]))
+        if fe_u:
+            epoch = _per_epoch(fe_u)
+            rows.append(("feature extraction, project, no cache, per epoch", fe_u["train_images"] / epoch,
+                         tutorial_epoch / epoch, fe_u["peak_mb"], fe_u["val_acc"]))
+        tutorial_total = fe_t["setup_seconds"] + sum(e["seconds"] for e in fe_t["epochs"])
+        for run, label in ((fe_c, "1 view"), (fe_v, f"{args.views} views")):
+            if run:
+                rows.append((f"feature extraction, project cached ({label}), {args.fe_epochs} epochs end to end",
+                             run["train_images"] * args.fe_epochs / run["total_seconds"],
+                             tutorial_total / run["total_seconds"], run["peak_mb"], run["val_acc"]))
+    if ft_t:
+        tutorial_epoch = _per_epoch(ft_t)
+        rows.append(("fine-tuning, tutorial style, per epoch", ft_t["train_images"] / tutorial_epoch, 1.0,
+                     ft_t["peak_mb"], ft_t["val_acc"]))
+        if ft_p:
+            epoch = _per_epoch(ft_p)
+            rows.append(("fine-tuning, project, per epoch", ft_p["train_images"] / epoch, tutorial_epoch / epoch,
+                         ft_p["peak_mb"], ft_p["val_acc"]))
+    width = max(len(r[0]) for r in rows) if rows else 10
+    print(f"{'run':<{width}}  {'images/s':>8}  {'ratio':>6}  {'peak MiB':>8}  {'val acc':>7}")
+    for name, speed, ratio, peak, acc in rows:
+        print(f"{name:<{width}}  {speed:8.2f}  {ratio:5.2f}x  {peak:8.0f}  {acc:7.3f}")
+    results["table"] = [dict(zip(("run", "images_per_s", "ratio", "peak_mb", "val_acc"), r)) for r in rows]
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    main()
