@@ -120,13 +120,13 @@ def classify_files(model, meta: dict, precision: Precision, args: argparse.Names
         print(f"[WARN] skipped {path}: {reason}")
     json_path, csv_path = os.path.join(args.output, f"{stem}_images.json"), os.path.join(args.output, f"{stem}_images.csv")
     payload = {"model": args.model, "predictions": rows, "skipped": [{"path": p, "reason": r} for p, r in problems]}
-    checkpoint.atomic_write(json_path, lambda temp: _write(temp, json.dumps(payload, indent=2)))
+    report.write_text(json_path, json.dumps(payload, indent=2))
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["path"] + [f"{kind}_{k + 1}" for k in range(top_k) for kind in ("class", "probability")])
     for row in rows:
         writer.writerow([row["path"]] + [v for t in row["top"] for v in (t["class"], f"{t['probability']:.6f}")])
-    checkpoint.atomic_write(csv_path, lambda temp: _write(temp, buffer.getvalue()))
+    report.write_text(csv_path, buffer.getvalue())
     if shown:
         picture = os.path.join(args.output, f"{stem}_images.png")
         plots.image_grid(plots.denormalize(torch.stack([s[0] for s in shown]), meta["mean"], meta["std"]),
@@ -134,11 +134,6 @@ def classify_files(model, meta: dict, precision: Precision, args: argparse.Names
         print(f"[INFO] {len(rows)} image(s) classified in {seconds:.1f}s ({len(rows) / max(seconds, 1e-9):.1f} images/s), "
               f"{len(problems)} skipped; wrote {json_path}, {csv_path}, {picture}")
     return rows
-
-
-def _write(path: str, text: str) -> None:
-    with open(path, "w", encoding="utf-8", newline="") as handle:
-        handle.write(text)
 
 
 def evaluate_folder(model, meta: dict, precision: Precision, args: argparse.Namespace, stem: str) -> dict:

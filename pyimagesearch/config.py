@@ -52,7 +52,9 @@ PRED_BATCH_SIZE = 4
 EPOCHS = 20
 LR = 0.001
 LR_FINETUNE = 0.0005
-# optimizer steps every N batches; 1 = no accumulation (the tutorial's `(i + 2) % 2 == 0` was always true)
+# optimizer steps every N batches, the remainder flushed at the end of each epoch; 1 = no accumulation.
+# (The tutorial's `if (i + 2) % 2 == 0` stepped on every other batch, summing two batches'
+# gradients, and an odd last batch's gradient leaked into the next epoch.)
 GRAD_ACCUM_STEPS = 1
 SEED = 42
 

@@ -65,8 +65,14 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _write_text(path: str, text: str) -> None:
-    atomic_write(path, lambda temp: open(temp, "w", encoding="utf-8", newline="").write(text))
+def write_text(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+
+    def write(temp: str) -> None:
+        with open(temp, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+
+    atomic_write(path, write)
 
 
 def write_report(probabilities: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str], dataset,
@@ -87,7 +93,7 @@ def write_report(probabilities: torch.Tensor, labels: torch.Tensor, class_names:
          "predicted": class_names[int(predictions[i])], "probability": float(confidence[i])}
         for i in wrong
     ]
-    atomic_write(f"{prefix}_report.json", lambda temp: json.dump(result, open(temp, "w", encoding="utf-8"), indent=2))
+    write_text(f"{prefix}_report.json", json.dumps(result, indent=2))
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["class", "precision", "recall", "f1", "support"])
@@ -95,7 +101,7 @@ def write_report(probabilities: torch.Tensor, labels: torch.Tensor, class_names:
         writer.writerow([row["class"], f"{row['precision']:.6f}", f"{row['recall']:.6f}", f"{row['f1']:.6f}",
                          row["support"]])
     writer.writerow(["accuracy", "", "", f"{result['accuracy']:.6f}", result["count"]])
-    _write_text(f"{prefix}_report.csv", buffer.getvalue())
+    write_text(f"{prefix}_report.csv", buffer.getvalue())
     plots.plot_confusion(matrix, class_names, f"{prefix}_confusion.png",
                          title=f"{os.path.basename(prefix)}: accuracy {result['accuracy']:.3f} on {result['count']} images")
     shown = wrong[:max_mistakes]

@@ -179,7 +179,7 @@ class TrainingRun:
             total = sum(r["seconds"] for r in history)
             self.log(f"[INFO] total time taken to train the model: {total:.2f}s")
             checkpoint.save(self.args.model, model, self.meta(len(history), history[-1]))
-            checkpoint.atomic_write(history_path(self.args.plot), lambda temp: _write_json(temp, history))
+            report.write_text(history_path(self.args.plot), json.dumps(history, indent=2))
             plots.plot_history(history, self.args.plot)
             best = max(history, key=lambda r: r["val_acc"])
             self.log(f"[INFO] saved {self.args.model} (final), {best_model_path(self.args.model)} "
@@ -191,9 +191,3 @@ class TrainingRun:
                                            report.report_prefix(self.args.model), config.MEAN, config.STD,
                                            progress=self.args.progress)
         shutdown_distributed()
-
-
-def _write_json(path: str, data: Any) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2)
-

@@ -1,0 +1,57 @@
+"""Device and precision choices: what `--amp auto` picks, and that the mixed-precision path trains."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from pyimagesearch import runtime
+from pyimagesearch.engine import train_one_epoch
+from pyimagesearch.errors import UserError
+from pyimagesearch.runtime import Precision, resolve_amp, resolve_device
+
+
+def test_amp_auto_uses_bf16_on_cpu_only_where_it_is_native(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
+    assert resolve_amp("auto", cpu) is None
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)
+    assert resolve_amp("auto", cpu) is torch.bfloat16
+    assert resolve_amp("off", cpu) is None
+    assert resolve_amp("fp16", cpu) is torch.float16
+    with pytest.raises(UserError, match="--amp"):
+        resolve_amp("fp8", cpu)
+
+
+@pytest.mark.filterwarnings("ignore:.*CUDA is not available:UserWarning")
+def test_amp_auto_on_cuda_prefers_bf16_and_scales_fp16(monkeypatch):
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_amp("auto", cuda) is torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert resolve_amp("auto", cuda) is torch.float16
+    assert Precision(cuda, torch.float16).scaler() is not None  # fp16 gradients need loss scaling
+    assert Precision(cuda, torch.bfloat16).scaler() is None
+
+
+def test_unavailable_devices_are_refused_with_the_fix():
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="--device cpu"):
+            resolve_device("cuda")
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+def test_bf16_autocast_and_channels_last_train_on_cpu():
+    generator = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.randn(16, 3, 8, 8, generator=generator), torch.randint(0, 2, (16,), generator=generator))
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    precision = Precision(torch.device("cpu"), torch.bfloat16, channels_last=True)
+    model = precision.prepare(model)
+    before = model[4].weight.detach().clone()
+    metrics = train_one_epoch(model, DataLoader(data, batch_size=4), nn.CrossEntropyLoss(),
+                              torch.optim.SGD(model.parameters(), lr=0.1), precision, progress=False)
+    assert metrics["count"] == 16 and torch.isfinite(torch.tensor(metrics["loss"]))
+    assert model[4].weight.dtype == torch.float32  # autocast keeps master weights in fp32
+    assert not torch.equal(before, model[4].weight)
