@@ -55,3 +55,13 @@ def test_bf16_autocast_and_channels_last_train_on_cpu():
     assert metrics["count"] == 16 and torch.isfinite(torch.tensor(metrics["loss"]))
     assert model[4].weight.dtype == torch.float32  # autocast keeps master weights in fp32
     assert not torch.equal(before, model[4].weight)
+
+
+def test_compiled_head_trains_and_saves_a_plain_checkpoint(tmp_path, splits):
+    import train_feature_extraction
+    from conftest import train_args
+    from pyimagesearch import checkpoint
+
+    train_feature_extraction.main(train_args(tmp_path, splits, "warmup", "--compile", "--no-report"))
+    _, meta = checkpoint.load(str(tmp_path / "output" / "warmup_model.pth"))  # no "_orig_mod." prefixes
+    assert meta["config"]["compile"] is True
