@@ -159,40 +159,53 @@ def test_unreadable_images_are_skipped_with_the_reason(tmp_path, capsys, monkeyp
     assert len(files["train"] | files["val"]) == 12
 
 
-def _variants(folder) -> list[str]:
-    """Images that are unusual but fine, each one of the cases the builder converts at load time."""
-    rgba = Image.new("RGBA", (20, 20), (255, 0, 0, 0))
-    rgba.save(folder / "alpha.png")
-    Image.new("L", (20, 20), 90).save(folder / "gray.jpg")
-    Image.new("CMYK", (20, 20), (0, 255, 255, 0)).save(folder / "cmyk.jpg")
-    Image.fromarray(np.full((20, 20), 40000, dtype=np.uint16)).save(folder / "deep16.png")
-    Image.new("RGB", (20, 20), (10, 200, 10)).save(folder / "with space ü é.JPG")
-    Image.new("RGB", (20, 20)).save(folder / "upper.JPEG", format="JPEG")
-    Image.new("RGB", (20, 20)).save(folder / "upper.PNG")
-    Image.new("RGB", (20, 20)).save(folder / "photo.webp")
-    Image.new("RGB", (20, 20)).save(folder / "photo.BMP", format="BMP")
-    return ["alpha.png", "gray.jpg", "cmyk.jpg", "deep16.png", "with space ü é.JPG", "upper.JPEG", "upper.PNG",
-            "photo.webp", "photo.BMP"]
+def _save_transparent_palette(path) -> None:
+    image = Image.new("P", (20, 20), 0)
+    image.putpalette([10, 20, 30] + [0, 0, 0] * 255)
+    image.save(path, transparency=0)
 
 
-def test_odd_but_valid_images_are_kept_and_read_as_rgb(tmp_path):
+def _save_16bit(path) -> None:
+    Image.fromarray(np.full((20, 20), 40000, dtype=np.uint16)).save(path)
+
+
+# name -> (how to write it, the RGB pixel it must read as, or None for "any")
+ODD_BUT_VALID = {
+    "alpha.png": (lambda p: Image.new("RGBA", (20, 20), (255, 0, 0, 0)).save(p), (255, 255, 255)),  # transparent: white
+    "palette.png": (_save_transparent_palette, (255, 255, 255)),
+    "gray.jpg": (lambda p: Image.new("L", (20, 20), 90).save(p), None),
+    "cmyk.jpg": (lambda p: Image.new("CMYK", (20, 20), (0, 255, 255, 0)).save(p), None),
+    "deep16.png": (_save_16bit, (155, 155, 155)),  # 40000/65535*255, not clipped to white
+    "with space ü é.jpg": (lambda p: Image.new("RGB", (20, 20), (10, 200, 10)).save(p), None),
+    "UPPER.JPG": (lambda p: Image.new("RGB", (20, 20)).save(p, format="JPEG"), None),
+    "upper.JPEG": (lambda p: Image.new("RGB", (20, 20)).save(p, format="JPEG"), None),
+    "upper.PNG": (lambda p: Image.new("RGB", (20, 20)).save(p, format="PNG"), None),
+    "photo.webp": (lambda p: Image.new("RGB", (20, 20)).save(p, format="WEBP"), None),
+    "photo.BMP": (lambda p: Image.new("RGB", (20, 20)).save(p, format="BMP"), None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ODD_BUT_VALID))
+def test_odd_but_valid_images_are_kept_and_read_as_rgb(tmp_path, name):
     data = make_image_folder(str(tmp_path / "photos"), per_class=4)
-    names = _variants(tmp_path / "photos" / "green")
+    write, expected_pixel = ODD_BUT_VALID[name]
+    write(os.path.join(data, "green", name))
     base = str(tmp_path / "dataset")
     _build(data, base)
     files = _files(base)
-    kept = {os.path.basename(f) for f in files["train"] | files["val"]}
-    assert set(names) <= kept
-    for split in ("train", "val"):
-        ds = image_folder(os.path.join(base, split), eval_transforms(16))
-        for index in range(len(ds)):
-            image, _ = ds[index]
-            assert image.shape == (3, 16, 16)
+    copied = [f for f in files["train"] | files["val"] if os.path.basename(f) == name]
+    assert copied == [os.path.join("green", name)]
+    split = "train" if copied[0] in files["train"] else "val"
+    ds = image_folder(os.path.join(base, split), eval_transforms(16))
+    index = next(i for i, (path, _) in enumerate(ds.samples) if path.endswith(name))
+    image, label = ds[index]
+    assert image.shape == (3, 16, 16) and ds.classes[label] == "green"
     from pyimagesearch.images import load_rgb
 
-    green = os.path.join(data, "green")
-    assert load_rgb(os.path.join(green, "alpha.png")).getpixel((0, 0)) == (255, 255, 255)  # transparent -> white
-    assert 150 <= load_rgb(os.path.join(green, "deep16.png")).getpixel((0, 0))[0] <= 160  # 40000/65535*255, not clipped
+    pixel = load_rgb(os.path.join(data, "green", name)).getpixel((0, 0))
+    assert len(pixel) == 3
+    if expected_pixel:
+        assert all(abs(a - b) <= 1 for a, b in zip(pixel, expected_pixel)), pixel
 
 
 def test_empty_class_folder_is_left_out_with_a_note(tmp_path, capsys):
