@@ -31,8 +31,8 @@ def resolve_device(name: str) -> torch.device:
         raise UserError(f"--device {name}: CUDA is not available on this machine. Use --device cpu.")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise UserError(f"--device {name}: MPS is not available on this machine. Use --device cpu.")
-    if device.type == "cuda" and device.index is None and is_distributed():
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    if device.type == "cuda" and device.index is None and launched_by_torchrun():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))  # one GPU per process
     return device
 
 
@@ -112,7 +112,7 @@ def init_distributed(device: torch.device) -> None:
         return
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
-        torch.cuda.set_device(device)
+        torch.cuda.set_device(device.index if device.index is not None else int(os.environ.get("LOCAL_RANK", 0)))
     torch.distributed.init_process_group(backend=backend)
 
 

@@ -87,9 +87,8 @@ class TrainingRun:
             raise UserError("--num-workers must be 0 or more.")
         self.args = args
         self.head = head
-        device = resolve_device(args.device)
-        init_distributed(device)
         self.device = resolve_device(args.device)
+        init_distributed(self.device)
         # the same seed on every process: a randomly initialised body must be identical everywhere
         seed_everything(args.seed)
         self.precision = Precision(self.device, resolve_amp(args.amp, self.device), args.channels_last)

@@ -65,3 +65,13 @@ def test_compiled_head_trains_and_saves_a_plain_checkpoint(tmp_path, splits):
     train_feature_extraction.main(train_args(tmp_path, splits, "warmup", "--compile", "--no-report"))
     _, meta = checkpoint.load(str(tmp_path / "output" / "warmup_model.pth"))  # no "_orig_mod." prefixes
     assert meta["config"]["compile"] is True
+
+
+def test_under_torchrun_each_process_takes_its_local_gpu(monkeypatch):
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("cuda") == torch.device("cuda", 1)
+    assert resolve_device("cuda:0") == torch.device("cuda", 0)  # an explicit index is kept
+    assert resolve_device("cpu") == torch.device("cpu")
