@@ -36,8 +36,14 @@ def eval_transforms(image_size: int, mean=config.MEAN, std=config.STD) -> T.Comp
     ])
 
 
-def default_num_workers() -> int:
-    return config.NUM_WORKERS
+class _ImageFolder(datasets.ImageFolder):
+    """ImageFolder without hidden class folders: Jupyter's .ipynb_checkpoints is not a class."""
+
+    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+        classes = sorted(e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith("."))
+        if not classes:
+            raise FileNotFoundError(f"Couldn't find any class folder in {directory}.")
+        return classes, {name: index for index, name in enumerate(classes)}
 
 
 def image_folder(rootDir: str, transforms=None, draft_size: int | None = None) -> datasets.ImageFolder:
@@ -48,7 +54,7 @@ def image_folder(rootDir: str, transforms=None, draft_size: int | None = None) -
             "(it writes dataset/train and dataset/val), or pass the folder with --train/--val."
         )
     try:
-        return datasets.ImageFolder(
+        return _ImageFolder(
             root=rootDir, transform=transforms, loader=RGBLoader(draft_size),
             is_valid_file=lambda path: path.lower().endswith(IMAGE_EXTENSIONS)
             and not os.path.basename(path).startswith("."),
@@ -82,7 +88,7 @@ def make_loader(ds: Dataset, batch_size: int, shuffle: bool, num_workers: int | 
     process to take the same number of steps; evaluation shares are not, so that summed
     metrics count each image once.
     """
-    num_workers = default_num_workers() if num_workers is None else num_workers
+    num_workers = config.NUM_WORKERS if num_workers is None else num_workers
     sampler = None
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()

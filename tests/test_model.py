@@ -93,7 +93,7 @@ def test_offline_without_cache_stops_and_names_the_fix(tmp_path, monkeypatch, no
     assert "resnet50-0676ba61.pth" in message
     assert str(tmp_path / "empty-torch-home" / "hub" / "checkpoints") in message
     assert "--weights PATH" in message and "--weights none" in message
-    with pytest.raises(UserError, match="resnet50-11ad3fa6.pth"):  # DEFAULT is IMAGENET1K_V2
+    with pytest.raises(UserError, match=r"resnet50-11ad3fa6\.pth"):  # DEFAULT is IMAGENET1K_V2
         load_backbone_weights("DEFAULT", timeout_s=5)
 
     args = train_args(tmp_path, splits, "warmup")

@@ -92,3 +92,16 @@ def test_training_without_dataset_names_the_fix(tmp_path, capsys):
 def test_bad_numbers_are_refused(tmp_path, splits):
     with pytest.raises(UserError, match="--epochs"):
         fine_tune.main(train_args(tmp_path, splits, "finetune", "--epochs", "0"))
+
+
+def test_hidden_folders_in_the_split_are_not_classes(tmp_path, splits):
+    from pyimagesearch.create_dataloaders import eval_transforms, get_dataloader
+
+    checkpoints = os.path.join(splits, "train", ".ipynb_checkpoints")
+    os.makedirs(checkpoints)
+    Image.new("RGB", (8, 8)).save(os.path.join(checkpoints, "img-checkpoint.jpg"))
+    ds, loader = get_dataloader(os.path.join(splits, "train"), eval_transforms(16), batchSize=5, shuffle=False,
+                                num_workers=0)
+    assert ds.classes == ["blue", "green", "red"] and len(ds) == 12
+    images, labels = next(iter(loader))
+    assert images.shape == (5, 3, 16, 16) and labels.tolist() == [0, 0, 0, 0, 1]
