@@ -40,7 +40,7 @@ def training_parser(description: str, *, batch_size: int, lr: float, plot: str, 
     parser.add_argument("--val", default=config.VAL, help="validation image folder (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=config.EPOCHS, help="epochs (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=batch_size,
-                        help="images per optimizer step, per process under torchrun (default: %(default)s)")
+                        help="images per batch, per process under torchrun (default: %(default)s)")
     parser.add_argument("--lr", type=float, default=lr, help="Adam learning rate (default: %(default)s)")
     parser.add_argument("--grad-accum-steps", type=int, default=config.GRAD_ACCUM_STEPS,
                         help="batches per optimizer step (default: %(default)s)")
