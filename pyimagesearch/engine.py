@@ -20,6 +20,31 @@ def _batches(loader: Iterable, desc: str, progress: bool):
                 disable=not (progress and is_main_process()))
 
 
+class _Tally:
+    """Sample-weighted loss and correct predictions, summed on the device: reading them back
+    (a GPU sync) happens every ``every`` batches for the progress bar and once at the end."""
+
+    def __init__(self, device: torch.device, every: int = 10) -> None:
+        dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+        self.loss_sum = torch.zeros((), dtype=dtype, device=device)
+        self.correct = torch.zeros((), dtype=torch.int64, device=device)
+        self.count, self.batches, self.every = 0, 0, every
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, bar=None) -> None:
+        self.loss_sum += loss.detach().to(self.loss_sum.dtype) * y.numel()
+        self.correct += (logits.argmax(1) == y).sum()
+        self.count += y.numel()
+        self.batches += 1
+        if bar is not None and not bar.disable and self.batches % self.every == 1:
+            bar.set_postfix(loss=f"{self.loss_sum.item() / self.count:.4f}", acc=f"{self.correct.item() / self.count:.3f}")
+
+    def summary(self, precision: Precision) -> dict[str, float]:
+        loss_sum, correct, count = all_reduce_sum([self.loss_sum.item(), self.correct.item(), self.count],
+                                                  precision.device)
+        count = int(count)
+        return {"loss": loss_sum / max(count, 1), "accuracy": correct / max(count, 1), "count": count}
+
+
 def _features(feature_fn: FeatureFn | None, x: torch.Tensor, precision: Precision) -> torch.Tensor:
     """Run the frozen body without autograd; ``clone()`` turns the inference tensor into one
     the head's backward pass may keep."""
@@ -43,7 +68,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, loss_fn: nn.Module, opti
     if isinstance(feature_fn, nn.Module):
         feature_fn.eval()  # a frozen body: BatchNorm must use, not update, its statistics
     optimizer.zero_grad(set_to_none=True)
-    loss_sum, correct, count = 0.0, 0, 0
+    tally = _Tally(precision.device)
     bar = _batches(loader, desc, progress)
     pending = 0
     for x, y in bar:
@@ -58,14 +83,10 @@ def train_one_epoch(model: nn.Module, loader: Iterable, loss_fn: nn.Module, opti
         if pending == grad_accum_steps:
             _step(optimizer, scaler)
             pending = 0
-        batch = y.numel()
-        loss_sum += loss.item() * batch
-        correct += (logits.argmax(1) == y).sum().item()
-        count += batch
-        bar.set_postfix(loss=f"{loss_sum / count:.4f}", acc=f"{correct / count:.3f}")
+        tally.add(loss, logits, y, bar)
     if pending:
         _step(optimizer, scaler)
-    return _summarise(loss_sum, correct, count, precision)
+    return tally.summary(precision)
 
 
 def _step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
@@ -77,26 +98,18 @@ def _step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None)
     optimizer.zero_grad(set_to_none=True)
 
 
-def _summarise(loss_sum: float, correct: int, count: int, precision: Precision) -> dict[str, float]:
-    loss_sum, correct, count = all_reduce_sum([loss_sum, correct, count], precision.device)
-    count = int(count)
-    return {"loss": loss_sum / max(count, 1), "accuracy": correct / max(count, 1), "count": count}
-
-
 @torch.inference_mode()
 def evaluate(model: nn.Module, loader: Iterable, loss_fn: nn.Module, precision: Precision, *,
              feature_fn: FeatureFn | None = None, progress: bool = True, desc: str = "val") -> dict[str, float]:
     """Mean loss, accuracy and image count over ``loader`` (summed over all torchrun processes)."""
     model.eval()
-    loss_sum, correct, count = 0.0, 0, 0
+    tally = _Tally(precision.device)
     for x, y in _batches(loader, desc, progress):
         x, y = precision.to_device(x), y.to(precision.device, non_blocking=True)
         with precision.autocast():
             logits = model(feature_fn(x) if feature_fn else x)
-        loss_sum += loss_fn(logits.float(), y).item() * y.numel()
-        correct += (logits.argmax(1) == y).sum().item()
-        count += y.numel()
-    return _summarise(loss_sum, correct, count, precision)
+        tally.add(loss_fn(logits.float(), y), logits, y)
+    return tally.summary(precision)
 
 
 @torch.inference_mode()
