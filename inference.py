@@ -156,7 +156,7 @@ def random_batch(model, meta: dict, precision: Precision, args: argparse.Namespa
     ds = image_folder(args.val, eval_transforms(meta["image_size"], meta["mean"], meta["std"]))
     indices = random.sample(range(len(ds)), min(args.batch_size, len(ds)))
     images = torch.stack([ds[i][0] for i in indices])
-    truths = [ds.classes[ds[i][1]] for i in indices]
+    truths = [ds.classes[ds.targets[i]] for i in indices]  # the label without decoding the image again
     print("[INFO] performing inference...")
     with torch.inference_mode(), precision.autocast():
         predictions = model(precision.to_device(images)).float().softmax(1).cpu()
