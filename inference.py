@@ -82,7 +82,7 @@ def expand_paths(paths: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]
         if os.path.isdir(path):
             for folder, dirs, names in os.walk(path):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                files += [os.path.join(folder, n) for n in sorted(names) if is_image_file(n) and not n.startswith(".")]
+                files += [os.path.join(folder, n) for n in sorted(names) if is_image_file(n)]
         elif os.path.isfile(path):
             files.append(path)
         else:

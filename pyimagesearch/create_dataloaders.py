@@ -13,7 +13,7 @@ from torchvision import transforms as T
 
 from . import config
 from .errors import UserError
-from .images import IMAGE_EXTENSIONS, RGBLoader
+from .images import RGBLoader, is_image_file
 
 
 def train_transforms(image_size: int, mean=config.MEAN, std=config.STD) -> T.Compose:
@@ -55,9 +55,7 @@ def image_folder(rootDir: str, transforms=None, draft_size: int | None = None) -
         )
     try:
         return _ImageFolder(
-            root=rootDir, transform=transforms, loader=RGBLoader(draft_size),
-            is_valid_file=lambda path: path.lower().endswith(IMAGE_EXTENSIONS)
-            and not os.path.basename(path).startswith("."),
+            root=rootDir, transform=transforms, loader=RGBLoader(draft_size), is_valid_file=is_image_file,
         )
     except (FileNotFoundError, RuntimeError) as error:
         raise UserError(
