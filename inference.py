@@ -120,13 +120,13 @@ def classify_files(model, meta: dict, precision: Precision, args: argparse.Names
         print(f"[WARN] skipped {path}: {reason}")
     json_path, csv_path = os.path.join(args.output, f"{stem}_images.json"), os.path.join(args.output, f"{stem}_images.csv")
     payload = {"model": args.model, "predictions": rows, "skipped": [{"path": p, "reason": r} for p, r in problems]}
-    report.write_text(json_path, json.dumps(payload, indent=2))
+    checkpoint.write_text(json_path, json.dumps(payload, indent=2))
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["path"] + [f"{kind}_{k + 1}" for k in range(top_k) for kind in ("class", "probability")])
     for row in rows:
         writer.writerow([row["path"]] + [v for t in row["top"] for v in (t["class"], f"{t['probability']:.6f}")])
-    report.write_text(csv_path, buffer.getvalue())
+    checkpoint.write_text(csv_path, buffer.getvalue())
     if shown:
         picture = os.path.join(args.output, f"{stem}_images.png")
         plots.image_grid(plots.denormalize(torch.stack([s[0] for s in shown]), meta["mean"], meta["std"]),

@@ -284,14 +284,18 @@ def report(results: dict, args) -> None:
         d = results["decode"]
         print(f"decode+augment per image: Pillow default {d['pillow_default'] * 1000:.1f} ms, "
               f"project loader {d['project_draft'] * 1000:.1f} ms")
+    def per_epoch_rows(tutorial: dict, project: dict | None, what: str, project_label: str) -> None:
+        """The tutorial's row (ratio 1) and the project's, both per epoch."""
+        tutorial_epoch = _per_epoch(tutorial)
+        rows.append((f"{what}, tutorial style, per epoch", tutorial["train_images"] / tutorial_epoch, 1.0,
+                     tutorial["peak_mb"], tutorial["val_acc"]))
+        if project:
+            epoch = _per_epoch(project)
+            rows.append((f"{what}, {project_label}, per epoch", project["train_images"] / epoch,
+                         tutorial_epoch / epoch, project["peak_mb"], project["val_acc"]))
+
     if fe_t:
-        tutorial_epoch = _per_epoch(fe_t)
-        rows.append(("feature extraction, tutorial style, per epoch", fe_t["train_images"] / tutorial_epoch, 1.0,
-                     fe_t["peak_mb"], fe_t["val_acc"]))
-        if fe_u:
-            epoch = _per_epoch(fe_u)
-            rows.append(("feature extraction, project, no cache, per epoch", fe_u["train_images"] / epoch,
-                         tutorial_epoch / epoch, fe_u["peak_mb"], fe_u["val_acc"]))
+        per_epoch_rows(fe_t, fe_u, "feature extraction", "project, no cache")
         tutorial_total = fe_t["setup_seconds"] + sum(e["seconds"] for e in fe_t["epochs"])
         for run, label in ((fe_c, "1 view"), (fe_v, f"{args.views} views")):
             if run:
@@ -299,13 +303,7 @@ def report(results: dict, args) -> None:
                              run["train_images"] * args.fe_epochs / run["total_seconds"],
                              tutorial_total / run["total_seconds"], run["peak_mb"], run["val_acc"]))
     if ft_t:
-        tutorial_epoch = _per_epoch(ft_t)
-        rows.append(("fine-tuning, tutorial style, per epoch", ft_t["train_images"] / tutorial_epoch, 1.0,
-                     ft_t["peak_mb"], ft_t["val_acc"]))
-        if ft_p:
-            epoch = _per_epoch(ft_p)
-            rows.append(("fine-tuning, project, per epoch", ft_p["train_images"] / epoch, tutorial_epoch / epoch,
-                         ft_p["peak_mb"], ft_p["val_acc"]))
+        per_epoch_rows(ft_t, ft_p, "fine-tuning", "project")
     width = max(len(r[0]) for r in rows) if rows else 10
     print(f"{'run':<{width}}  {'images/s':>8}  {'ratio':>6}  {'peak MiB':>8}  {'val acc':>7}")
     for name, speed, ratio, peak, acc in rows:

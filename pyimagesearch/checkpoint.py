@@ -31,6 +31,16 @@ def atomic_write(path: str, write) -> None:
         raise
 
 
+def write_text(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+
+    def write(temp: str) -> None:
+        with open(temp, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+
+    atomic_write(path, write)
+
+
 def save(path: str, model: nn.Module, meta: dict[str, Any]) -> None:
     state = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
     payload = {"model": state, "arch": ARCH, **meta}

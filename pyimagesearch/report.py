@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from . import engine, plots
-from .checkpoint import atomic_write
+from .checkpoint import write_text
 from .runtime import Precision
 
 
@@ -63,16 +63,6 @@ def format_table(result: dict[str, Any]) -> str:
     lines.append(f"{'accuracy':<{width}}  {result['accuracy']:.4f} of {result['count']} images, "
                  f"macro F1 {result['macro_f1']:.4f}")
     return "\n".join(lines)
-
-
-def write_text(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` atomically."""
-
-    def write(temp: str) -> None:
-        with open(temp, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-
-    atomic_write(path, write)
 
 
 def write_report(probabilities: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str], dataset,

@@ -178,7 +178,7 @@ class TrainingRun:
             total = sum(r["seconds"] for r in history)
             self.log(f"[INFO] total time taken to train the model: {total:.2f}s")
             checkpoint.save(self.args.model, model, self.meta(len(history), history[-1]))
-            report.write_text(history_path(self.args.plot), json.dumps(history, indent=2))
+            checkpoint.write_text(history_path(self.args.plot), json.dumps(history, indent=2))
             plots.plot_history(history, self.args.plot)
             best = max(history, key=lambda r: r["val_acc"])
             self.log(f"[INFO] saved {self.args.model} (final), {best_model_path(self.args.model)} "
