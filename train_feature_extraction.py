@@ -43,7 +43,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     model = run.prepare(model)
     body, head = Body(model), model.fc
 
-    val_loader = run.loader(run.val_ds, shuffle=False)
+    # validation images are never augmented and the body never changes: their features are
+    # computed once in both modes, not once per epoch
+    val_features = engine.extract_features(body, run.loader(run.val_ds, shuffle=False), run.precision,
+                                           progress=args.progress, desc="features (val)")
+    val_loader = run.feature_loader(*val_features, shuffle=False)
     if args.feature_cache:
         # the body's output does not change while the head trains: compute it once per view
         views = max(1, args.cache_views)
@@ -53,14 +57,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         train_images = run.loader(run.train_ds, shuffle=False, even=True)
         cached = [engine.extract_features(body, train_images, run.precision, progress=args.progress,
                                           desc=f"features (view {view + 1}/{views})") for view in range(views)]
-        val_features = engine.extract_features(body, val_loader, run.precision, progress=args.progress,
-                                               desc="features (val)")
         view_loaders = [run.feature_loader(*view, shuffle=True) for view in cached]
-        history = run.fit(model, head, lambda epoch: view_loaders[epoch % views],
-                          run.feature_loader(*val_features, shuffle=False))
+        history = run.fit(model, head, lambda epoch: view_loaders[epoch % views], val_loader)
     else:
-        history = run.fit(model, head, run.loader(run.train_ds, shuffle=True), val_loader,
-                          feature_fn=body, val_feature_fn=body)
+        # the tutorial's way: a fresh augmentation of every training image in every epoch
+        history = run.fit(model, head, run.loader(run.train_ds, shuffle=True), val_loader, feature_fn=body)
     run.finish(model, history)
 
 

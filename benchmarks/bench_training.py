@@ -155,6 +155,47 @@ def decode_cost(args) -> dict:
     return result
 
 
+def arithmetic_ceiling(args) -> dict:
+    """How fast any implementation of the same training could go here: ResNet50's floating-point
+    operations per image (counted by torch's FlopCounterMode) against the rate of a large matrix
+    multiply in the same precision, the best case for convolution kernels."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from pyimagesearch.model import Body, build_model, fold_frozen_batchnorm, freeze_batchnorm, freeze_body
+    from pyimagesearch.runtime import resolve_amp, resolve_device
+
+    device = resolve_device(args.device)
+    x = torch.randn(2, 3, args.image_size, args.image_size)
+    frozen = build_model(5, "linear")
+    freeze_body(frozen)
+    fold_frozen_batchnorm(frozen)
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        Body(frozen)(x)
+    forward = counter.get_total_flops() / len(x)
+    tuned = build_model(5, "mlp")
+    freeze_batchnorm(tuned)
+    fold_frozen_batchnorm(tuned)
+    with FlopCounterMode(display=False) as counter:
+        tuned(x).sum().backward()
+    train = counter.get_total_flops() / len(x)
+
+    dtype = resolve_amp(args.amp, device) or torch.float32
+    n = 4096
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    rates = []
+    for _ in range(4):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        rates.append(2 * n**3 / (time.perf_counter() - started))
+    return {"forward_flop_per_image": forward, "train_flop_per_image": train, "gemm_flops": max(rates[1:]),
+            "dtype": str(dtype)}
+
+
 def calibrated_weights(args, path: str, images: int = 64) -> str:
     """Random ResNet50 weights whose BatchNorm statistics are measured on the training images."""
     import torch
@@ -200,6 +241,8 @@ def child(args) -> None:
         result = project_run("fe", args, ["--feature-cache", "--cache-views", str(args.views)], args.fe_epochs)
     elif kind == "ft-project":
         result = project_run("ft", args, [], args.epochs)
+    elif kind == "ceiling":
+        result = arithmetic_ceiling(args)
     elif kind == "decode":
         result = decode_cost(args)
     else:
@@ -230,6 +273,7 @@ def main(argv=None) -> None:
     parser.add_argument("--views", type=int, default=5, help="augmented views of the multi-view cached run")
     parser.add_argument("--weights", default="none")
     parser.add_argument("--device", default=None)
+    parser.add_argument("--amp", default="auto", help="precision of the ceiling's matrix multiply (default: %(default)s)")
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0)
@@ -259,7 +303,7 @@ def main(argv=None) -> None:
         passthrough = [*(argv if argv is not None else sys.argv[1:]), "--device", args.device]
         if args.weights == "none":
             passthrough += ["--weights", calibrated_weights(args, os.path.join(work, "calibrated-resnet50.pth"))]
-        kinds = args.only or ["decode", "fe-tutorial", "fe-project-uncached", "fe-project-cached", "fe-project-views",
+        kinds = args.only or ["ceiling", "decode", "fe-tutorial", "fe-project-uncached", "fe-project-cached", "fe-project-views",
                               "ft-tutorial", "ft-project"]
         results = {kind: measure(kind, args, passthrough) for kind in kinds}
     finally:
@@ -271,41 +315,53 @@ def main(argv=None) -> None:
     print(f"[bench] wrote {args.output}")
 
 
-def _per_epoch(run: dict) -> float:
-    return sum(e["seconds"] for e in run["epochs"]) / len(run["epochs"])
+def _total(run: dict) -> float:
+    """Seconds from start to finish: the tutorial's set-up and epochs; a project script's whole main()."""
+    return run["total_seconds"] if "total_seconds" in run else run["setup_seconds"] + sum(e["seconds"] for e in run["epochs"])
 
 
 def report(results: dict, args) -> None:
-    rows = []
-    fe_t, fe_u, fe_c = results.get("fe-tutorial"), results.get("fe-project-uncached"), results.get("fe-project-cached")
-    fe_v = results.get("fe-project-views")
-    ft_t, ft_p = results.get("ft-tutorial"), results.get("ft-project")
+    """Every row is end to end over the same number of epochs, so work a run does once (caching
+    validation features, building the model) counts against it."""
     if "decode" in results:
         d = results["decode"]
         print(f"decode+augment per image: Pillow default {d['pillow_default'] * 1000:.1f} ms, "
               f"project loader {d['project_draft'] * 1000:.1f} ms")
-    def per_epoch_rows(tutorial: dict, project: dict | None, what: str, project_label: str) -> None:
-        """The tutorial's row (ratio 1) and the project's, both per epoch."""
-        tutorial_epoch = _per_epoch(tutorial)
-        rows.append((f"{what}, tutorial style, per epoch", tutorial["train_images"] / tutorial_epoch, 1.0,
-                     tutorial["peak_mb"], tutorial["val_acc"]))
-        if project:
-            epoch = _per_epoch(project)
-            rows.append((f"{what}, {project_label}, per epoch", project["train_images"] / epoch,
-                         tutorial_epoch / epoch, project["peak_mb"], project["val_acc"]))
-
-    if fe_t:
-        per_epoch_rows(fe_t, fe_u, "feature extraction", "project, no cache")
-        tutorial_total = fe_t["setup_seconds"] + sum(e["seconds"] for e in fe_t["epochs"])
-        for run, label in ((fe_c, "1 view"), (fe_v, f"{args.views} views")):
-            if run:
-                rows.append((f"feature extraction, project cached ({label}), {args.fe_epochs} epochs end to end",
-                             run["train_images"] * args.fe_epochs / run["total_seconds"],
-                             tutorial_total / run["total_seconds"], run["peak_mb"], run["val_acc"]))
-    if ft_t:
-        per_epoch_rows(ft_t, ft_p, "fine-tuning", "project")
+    rows = []
+    groups = (("feature extraction", args.fe_epochs, "fe-tutorial",
+               (("fe-project-uncached", "project, no cache"), ("fe-project-cached", "project cached (1 view)"),
+                ("fe-project-views", f"project cached ({args.views} views)"))),
+              ("fine-tuning", args.epochs, "ft-tutorial", (("ft-project", "project"),)))
+    for what, epochs, tutorial_kind, project_kinds in groups:
+        tutorial = results.get(tutorial_kind)
+        if not tutorial:
+            continue
+        runs = [(tutorial, "tutorial style")] + [(results[k], label) for k, label in project_kinds if k in results]
+        for run, label in runs:
+            rows.append((f"{what}, {label}, {epochs} epochs", run["train_images"] * epochs / _total(run),
+                         _total(tutorial) / _total(run), run["peak_mb"], run["val_acc"]))
+    ceiling = results.get("ceiling")
+    if ceiling:
+        gemm = ceiling["gemm_flops"]
+        print(f"arithmetic: {ceiling['forward_flop_per_image'] / 1e9:.2f} GFLOP per image forward, "
+              f"{ceiling['train_flop_per_image'] / 1e9:.2f} forward + backward; a {ceiling['dtype']} matrix "
+              f"multiply runs at {gemm / 1e9:.0f} GFLOP/s here")
+        # the least work any run must do per epoch: train images through the body (forward only
+        # when it is frozen), validation images forward (once in all, when the body is frozen)
+        bounds = (("fe-tutorial", "fe-project-uncached", ceiling["forward_flop_per_image"], args.fe_epochs),
+                  ("ft-tutorial", "ft-project", ceiling["train_flop_per_image"], args.epochs))
+        for tutorial_kind, project_kind, per_train_image, epochs in bounds:
+            tutorial = results.get(tutorial_kind)
+            if tutorial:
+                val_passes = 1 if project_kind == "fe-project-uncached" else epochs
+                work = epochs * tutorial["train_images"] * per_train_image + val_passes * tutorial["val_images"] \
+                    * ceiling["forward_flop_per_image"]
+                best = work / gemm
+                print(f"  {project_kind}: at that rate with no other cost, {tutorial['train_images'] * epochs / best:.2f} "
+                      f"images/s end to end, {_total(tutorial) / best:.2f}x the tutorial style")
+                results.setdefault("ceiling_ratio", {})[project_kind] = _total(tutorial) / best
     width = max(len(r[0]) for r in rows) if rows else 10
-    print(f"{'run':<{width}}  {'images/s':>8}  {'ratio':>6}  {'peak MiB':>8}  {'val acc':>7}")
+    print(f"{'run (end to end)':<{width}}  {'images/s':>8}  {'ratio':>6}  {'peak MiB':>8}  {'val acc':>7}")
     for name, speed, ratio, peak, acc in rows:
         print(f"{name:<{width}}  {speed:8.2f}  {ratio:5.2f}x  {peak:8.0f}  {acc:7.3f}")
     results["table"] = [dict(zip(("run", "images_per_s", "ratio", "peak_mb", "val_acc"), r)) for r in rows]

@@ -100,14 +100,14 @@ def _step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None)
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, loader: Iterable, loss_fn: nn.Module, precision: Precision, *,
-             feature_fn: FeatureFn | None = None, progress: bool = True, desc: str = "val") -> dict[str, float]:
+             progress: bool = True, desc: str = "val") -> dict[str, float]:
     """Mean loss, accuracy and image count over ``loader`` (summed over all torchrun processes)."""
     model.eval()
     tally = _Tally(precision.device)
     for x, y in _batches(loader, desc, progress):
         x, y = precision.to_device(x), y.to(precision.device, non_blocking=True)
         with precision.autocast():
-            logits = model(feature_fn(x) if feature_fn else x)
+            logits = model(x)
         tally.add(loss_fn(logits.float(), y), logits, y)
     return tally.summary(precision)
 
@@ -143,7 +143,7 @@ def extract_features(body: nn.Module, loader: Iterable, precision: Precision, *,
 
 def fit(model: nn.Module, train_loader: Iterable | Callable[[int], Iterable], val_loader: Iterable,
         loss_fn: nn.Module, optimizer: torch.optim.Optimizer, precision: Precision, epochs: int, *,
-        grad_accum_steps: int = 1, feature_fn: FeatureFn | None = None, val_feature_fn: FeatureFn | None = None,
+        grad_accum_steps: int = 1, feature_fn: FeatureFn | None = None,
         on_epoch_end: Callable[[dict[str, float]], None] | None = None,
         progress: bool = True) -> list[dict[str, float]]:
     """Train for ``epochs`` and return the history, one record per epoch.
@@ -162,7 +162,7 @@ def fit(model: nn.Module, train_loader: Iterable | Callable[[int], Iterable], va
         train = train_one_epoch(model, loader, loss_fn, optimizer, precision, grad_accum_steps=grad_accum_steps,
                                 scaler=scaler, feature_fn=feature_fn, progress=progress)
         # the bare module: evaluation shards differ in length, and DDP's forward must not wait for peers
-        val = evaluate(unwrap(model), val_loader, loss_fn, precision, feature_fn=val_feature_fn, progress=progress)
+        val = evaluate(unwrap(model), val_loader, loss_fn, precision, progress=progress)
         record = {
             "epoch": epoch + 1,
             "train_loss": train["loss"], "train_acc": train["accuracy"], "train_count": train["count"],

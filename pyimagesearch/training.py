@@ -156,7 +156,7 @@ class TrainingRun:
         }
 
     def fit(self, model: nn.Module, trained: nn.Module, train_loader: Iterable | Callable[[int], Iterable],
-            val_loader: Iterable, *, feature_fn=None, val_feature_fn=None) -> list[dict[str, float]]:
+            val_loader: Iterable, *, feature_fn=None) -> list[dict[str, float]]:
         """Train ``trained`` (the whole model, or just its head) and keep the best checkpoint of ``model``."""
         loss_fn = nn.CrossEntropyLoss()
         optimizer = self.optimizer(trained)
@@ -170,7 +170,7 @@ class TrainingRun:
         self.log(f"[INFO] training the network for {self.args.epochs} epochs...")
         return engine.fit(trained, train_loader, val_loader, loss_fn, optimizer, self.precision, self.args.epochs,
                           grad_accum_steps=self.args.grad_accum_steps, feature_fn=feature_fn,
-                          val_feature_fn=val_feature_fn, on_epoch_end=keep_best, progress=self.args.progress)
+                          on_epoch_end=keep_best, progress=self.args.progress)
 
     def finish(self, model: nn.Module, history: list[dict[str, float]]) -> None:
         """Final checkpoint, history JSON and plot, and the validation report (main process only)."""

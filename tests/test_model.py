@@ -33,6 +33,23 @@ def test_feature_extraction_leaves_the_body_untouched(tmp_path, splits, resnet_w
     assert trained["fc.weight"].shape == (3, 2048)
 
 
+@pytest.mark.parametrize(("extra", "train_passes"), [([], 1), (["--no-feature-cache"], 3),
+                                                    (["--feature-cache", "--cache-views", "2"], 2)])
+def test_feature_extraction_runs_the_body_only_where_its_input_changes(tmp_path, splits, monkeypatch, extra,
+                                                                       train_passes):
+    """Validation images pass through the frozen body once, whatever the mode; training images
+    once per cached view, or once per epoch when they are augmented afresh every epoch."""
+    from pyimagesearch.model import Body
+
+    seen = []
+    forward = Body.forward
+    monkeypatch.setattr(Body, "forward", lambda self, x: seen.append(len(x)) or forward(self, x))
+    train_feature_extraction.main(train_args(tmp_path, splits, "warmup", "--epochs", "3", "--no-report", *extra))
+    train_count = sum(len(files) for _, _, files in os.walk(os.path.join(splits, "train")))
+    val_count = sum(len(files) for _, _, files in os.walk(os.path.join(splits, "val")))
+    assert sum(seen) == train_passes * train_count + val_count
+
+
 def test_fine_tuning_freezes_every_batchnorm_and_trains_the_rest(tmp_path, splits, resnet_weights_file):
     source = torch.load(resnet_weights_file, weights_only=True)
     fine_tune.main(train_args(tmp_path, splits, "finetune", "--weights", resnet_weights_file, "--lr", "0.01"))
