@@ -14,7 +14,13 @@ writes benchmarks/results.json.
 
 Feature extraction runs --fe-epochs epochs in every style (tutorial, project without cache,
 project cached with one view and with --views augmented views), so both speed and validation
-accuracy compare like for like; fine-tuning runs --epochs epochs.
+accuracy compare like for like; fine-tuning runs --epochs epochs. Every row is timed end to end
+(set-up, one-off feature caching, all epochs), and the ratio is the tutorial style's time over
+the run's.
+
+The "ceiling" measurement counts ResNet50's floating-point operations per image and times a
+large matrix multiply on the same device: the speed no implementation of the same training could
+beat here, printed as images/s and as a ratio to the tutorial style.
 
 Offline (--weights none, the default) the backbone is ResNet50's random initialisation with
 its BatchNorm statistics calibrated on the training images: a stand-in for ImageNet weights
