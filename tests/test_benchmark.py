@@ -24,3 +24,21 @@ def test_ceiling_counts_resnet50s_published_cost():
     # backward: a gradient for every weight and every activation except the input image's
     assert 2.9 < ceiling["train_flop_per_image"] / ceiling["forward_flop_per_image"] < 3.0
     assert ceiling["gemm_flops"] > 1e9 and ceiling["dtype"] == "torch.float32"
+
+
+def test_repeats_run_round_robin_and_report_the_median_run():
+    order = []
+    times = {"ft-tutorial": iter([30.0, 90.0, 60.0]), "ft-project": iter([20.0, 10.0, 40.0])}
+
+    def fake_measure(kind, args, argv):
+        order.append(kind)
+        if kind == "ceiling":
+            return {"gemm_flops": 1e11}
+        return {"total_seconds": next(times[kind]), "run": len(order)}
+
+    results = bench_training.measure_all(["ceiling", "ft-tutorial", "ft-project"], argparse.Namespace(repeats=3), [],
+                                         measure=fake_measure)
+    assert order == ["ceiling"] + ["ft-tutorial", "ft-project"] * 3
+    assert results["ft-tutorial"]["total_seconds"] == 60.0 and results["ft-tutorial"]["totals"] == [30.0, 90.0, 60.0]
+    assert results["ft-project"]["total_seconds"] == 20.0 and results["ft-project"]["run"] == 3  # its first round
+    assert results["ceiling"] == {"gemm_flops": 1e11}
