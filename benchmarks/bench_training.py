@@ -373,14 +373,13 @@ def report(results: dict, args) -> None:
         print(f"arithmetic: {ceiling['forward_flop_per_image'] / 1e9:.2f} GFLOP per image forward, "
               f"{ceiling['train_flop_per_image'] / 1e9:.2f} forward + backward; a {ceiling['dtype']} matrix "
               f"multiply runs at {gemm / 1e9:.0f} GFLOP/s here")
-        # the least work any run must do per epoch: train images through the body (forward only
-        # when it is frozen), validation images forward (once in all, when the body is frozen)
-        bounds = (("fe-tutorial", "fe-project-uncached", ceiling["forward_flop_per_image"], args.fe_epochs),
-                  ("ft-tutorial", "ft-project", ceiling["train_flop_per_image"], args.epochs))
-        for tutorial_kind, project_kind, per_train_image, epochs in bounds:
+        # the least work any run must do: train images through the body every epoch (forward only
+        # when it is frozen), validation images forward (once in all when the body is frozen)
+        bounds = (("fe-tutorial", "fe-project-uncached", ceiling["forward_flop_per_image"], args.fe_epochs, 1),
+                  ("ft-tutorial", "ft-project", ceiling["train_flop_per_image"], args.epochs, args.epochs))
+        for tutorial_kind, project_kind, per_train_image, epochs, val_passes in bounds:
             tutorial = results.get(tutorial_kind)
             if tutorial:
-                val_passes = 1 if project_kind == "fe-project-uncached" else epochs
                 work = epochs * tutorial["train_images"] * per_train_image + val_passes * tutorial["val_images"] \
                     * ceiling["forward_flop_per_image"]
                 best = work / gemm
