@@ -17,7 +17,7 @@ import os
 from collections.abc import Sequence
 
 from pyimagesearch import config
-from pyimagesearch.dataset import count_table, scan, split, write_splits
+from pyimagesearch.dataset import check_target, count_table, scan, split, write_splits
 from pyimagesearch.download import FLOWER_CLASSES, fetch_dataset
 from pyimagesearch.errors import UserError, run_cli
 
@@ -41,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if os.path.exists(args.data) and not os.path.isdir(args.data):
+        raise UserError(f"--data '{args.data}' is a file; it should be the folder of class folders "
+                        "(flower_photos/daisy/*.jpg, ...). Point --data (or DATA_PATH) at that folder.")
+    # the output is checked before any image is read or downloaded: a refusal costs seconds
+    check_target(args.data, args.output)
     if not os.path.isdir(args.data):
         if not args.download:
             raise UserError(

@@ -28,16 +28,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    run = TrainingRun(args, head="mlp")
+    with TrainingRun(args, head="mlp") as run:
+        # Linear 512 -> ReLU -> Dropout .25 -> Linear 256 -> ReLU -> Dropout .5 -> Linear N on top of
+        # a body that trains too, except its BatchNorm layers (parameters and running statistics)
+        model = build_model(len(run.class_names), head="mlp", weights=run.weights())
+        freeze_batchnorm(model)
+        model = run.prepare(model)
 
-    # Linear 512 -> ReLU -> Dropout .25 -> Linear 256 -> ReLU -> Dropout .5 -> Linear N on top of
-    # a body that trains too, except its BatchNorm layers (parameters and running statistics)
-    model = build_model(len(run.class_names), head="mlp", weights=run.weights())
-    freeze_batchnorm(model)
-    model = run.prepare(model)
-
-    history = run.fit(model, model, run.loader(run.train_ds, shuffle=True), run.loader(run.val_ds, shuffle=False))
-    run.finish(model, history)
+        history = run.fit(model, model, run.loader(run.train_ds, shuffle=True), run.loader(run.val_ds, shuffle=False))
+        run.finish(model, history)
 
 
 if __name__ == "__main__":

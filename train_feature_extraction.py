@@ -15,7 +15,8 @@ import argparse
 from collections.abc import Sequence
 
 from pyimagesearch import config, engine
-from pyimagesearch.create_dataloaders import eval_transforms
+from pyimagesearch.cli import positive_int
+from pyimagesearch.create_dataloaders import as_eval
 from pyimagesearch.errors import run_cli
 from pyimagesearch.model import Body, build_model, freeze_body
 from pyimagesearch.training import TrainingRun, training_parser
@@ -26,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
                              plot=config.WARMUP_PLOT, model=config.WARMUP_MODEL)
     parser.add_argument("--feature-cache", action=argparse.BooleanOptionalAction, default=config.FEATURE_CACHE,
                         help="run the frozen body once and train the head on cached features (default: %(default)s)")
-    parser.add_argument("--cache-views", type=int, default=config.FEATURE_CACHE_VIEWS,
+    parser.add_argument("--cache-views", type=positive_int, default=config.FEATURE_CACHE_VIEWS,
                         help="cached views of the training set; 1 = un-augmented, N > 1 = N augmented views "
                              "(default: %(default)s)")
     return parser
@@ -34,35 +35,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    run = TrainingRun(args, head="linear")
+    with TrainingRun(args, head="linear") as run:
+        # ResNet50 with ImageNet weights; only the new Linear(2048, classes) head learns, and the
+        # frozen body stays in eval mode so its BatchNorm statistics keep their ImageNet values
+        model = build_model(len(run.class_names), head="linear", weights=run.weights())
+        freeze_body(model)
+        model = run.prepare(model)
+        body, head = Body(model), model.fc
 
-    # ResNet50 with ImageNet weights; only the new Linear(2048, classes) head learns, and the
-    # frozen body stays in eval mode so its BatchNorm statistics keep their ImageNet values
-    model = build_model(len(run.class_names), head="linear", weights=run.weights())
-    freeze_body(model)
-    model = run.prepare(model)
-    body, head = Body(model), model.fc
-
-    # validation images are never augmented and the body never changes: their features are
-    # computed once in both modes, not once per epoch
-    val_features = engine.extract_features(body, run.loader(run.val_ds, shuffle=False), run.precision,
-                                           progress=args.progress, desc="features (val)")
-    val_loader = run.feature_loader(*val_features, shuffle=False)
-    if args.feature_cache:
-        # the body's output does not change while the head trains: compute it once per view
-        views = max(1, args.cache_views)
-        if views == 1:
-            run.train_ds.transform = eval_transforms(args.image_size)
-        # even: under torchrun every process must cache as many features, to take as many steps
-        train_images = run.loader(run.train_ds, shuffle=False, even=True)
-        cached = [engine.extract_features(body, train_images, run.precision, progress=args.progress,
-                                          desc=f"features (view {view + 1}/{views})") for view in range(views)]
-        view_loaders = [run.feature_loader(*view, shuffle=True) for view in cached]
-        history = run.fit(model, head, lambda epoch: view_loaders[epoch % views], val_loader)
-    else:
-        # the tutorial's way: a fresh augmentation of every training image in every epoch
-        history = run.fit(model, head, run.loader(run.train_ds, shuffle=True), val_loader, feature_fn=body)
-    run.finish(model, history)
+        # validation images are never augmented and the body never changes: their features are
+        # computed once in both modes, not once per epoch
+        val_features = engine.extract_features(body, run.loader(run.val_ds, shuffle=False), run.precision,
+                                               progress=args.progress, desc="features (val)")
+        val_loader = run.feature_loader(*val_features, shuffle=False)
+        if args.feature_cache:
+            # the body's output does not change while the head trains: compute it once per view
+            views = max(1, args.cache_views)
+            if views == 1:
+                as_eval(run.train_ds, args.image_size)  # one un-augmented view, decoded as validation is
+            # even: under torchrun every process must cache as many features, to take as many steps
+            train_images = run.loader(run.train_ds, shuffle=False, even=True)
+            cached = [engine.extract_features(body, train_images, run.precision, progress=args.progress,
+                                              desc=f"features (view {view + 1}/{views})") for view in range(views)]
+            view_loaders = [run.feature_loader(*view, shuffle=True) for view in cached]
+            history = run.fit(model, head, lambda epoch: view_loaders[epoch % views], val_loader)
+        else:
+            # the tutorial's way: a fresh augmentation of every training image in every epoch
+            history = run.fit(model, head, run.loader(run.train_ds, shuffle=True), val_loader, feature_fn=body)
+        # the report reuses the validation features instead of running the body over the images again
+        run.finish(model, history,
+                   val_predictions=lambda: engine.predict(head, val_loader, run.precision, progress=False))
 
 
 if __name__ == "__main__":

@@ -2,49 +2,96 @@
 
 from __future__ import annotations
 
+import math
 import os
-import tempfile
+import zipfile
 from typing import Any
 
 import torch
 from torch import nn
 
 from .errors import UserError
-from .model import ARCH, build_model
+from .fileio import atomic_write
+from .model import ARCH, HEADS, build_head, build_model
 from .runtime import unwrap
 
 REQUIRED_KEYS = ("model", "arch", "head", "class_names", "image_size", "mean", "std")
 
 
-def atomic_write(path: str, write) -> None:
-    """Call ``write(temp_path)`` then rename over ``path``: readers never see half a file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temp_path = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(temp_path)
-        os.replace(temp_path, path)
-    except BaseException:
-        if os.path.exists(temp_path):
-            os.remove(temp_path)
-        raise
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 4096
 
 
-def write_text(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` atomically."""
-
-    def write(temp: str) -> None:
-        with open(temp, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-
-    atomic_write(path, write)
+class NonFiniteWeights(UserError):
+    """A model whose weights hold NaN or infinity: never written as a checkpoint."""
 
 
 def save(path: str, model: nn.Module, meta: dict[str, Any]) -> None:
     state = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
+    broken = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        raise NonFiniteWeights(f"Not saving '{path}': the weights hold NaN or infinite values ({broken[0]}"
+                               f"{f' and {len(broken) - 1} more' if len(broken) > 1 else ''}). Training diverged; "
+                               "run again with a lower learning rate (--lr).")
     payload = {"model": state, "arch": ARCH, **meta}
     atomic_write(path, lambda temp: torch.save(payload, temp))
+
+
+def is_checkpoint(path: str) -> bool:
+    """Whether ``path`` looks like a checkpoint this project wrote (its metadata names, read from the
+    small pickle inside torch's zip file, not the weights), so an output path never replaces a
+    user's own file."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            pickles = [n for n in archive.namelist() if n.endswith("/data.pkl")]
+            data = archive.read(pickles[0]) if pickles else b""
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return all(key.encode() in data for key in REQUIRED_KEYS)
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def validate(payload: Any, path: str) -> None:
+    """The metadata must describe the weights: architecture, head, class count, image size, mean/std."""
+    def refuse(what: str) -> UserError:
+        return UserError(f"'{path}' is not a usable flowers-transfer checkpoint: {what}. Retrain with this "
+                         "project's scripts (train_feature_extraction.py or fine_tune.py).")
+
+    if not isinstance(payload, dict) or any(key not in payload for key in REQUIRED_KEYS):
+        missing = [k for k in REQUIRED_KEYS if not isinstance(payload, dict) or k not in payload]
+        raise refuse(f"it lacks the fields {missing}")
+    if payload["arch"] != ARCH:
+        raise refuse(f"it holds a {payload['arch']!r} model, and this project builds {ARCH}")
+    if payload["head"] not in HEADS:
+        raise refuse(f"its head {payload['head']!r} is none of {list(HEADS)}")
+    names = payload["class_names"]
+    if not isinstance(names, list) or len(names) < 2 or not all(isinstance(n, str) for n in names):
+        raise refuse(f"class_names must be a list of at least two names, not {names!r}")
+    size = payload["image_size"]
+    if not (isinstance(size, int) and not isinstance(size, bool) and MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE):
+        raise refuse(f"image_size must be a whole number from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}, not {size!r}")
+    for key in ("mean", "std"):
+        values = payload[key]
+        if not (isinstance(values, (list, tuple)) and len(values) == 3 and all(_is_number(v) for v in values)):
+            raise refuse(f"{key} must be three numbers (one per RGB channel), not {values!r}")
+    if any(v <= 0 for v in payload["std"]):
+        raise refuse(f"std must be positive, not {payload['std']!r}")
+    state = payload["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise refuse("its 'model' entry is not a state dict of tensors")
+    out_key = "fc.weight" if payload["head"] == "linear" else f"fc.{len(build_head(1, 1, payload['head'])) - 1}.weight"
+    outputs = state.get(out_key)
+    if outputs is None or outputs.dim() != 2 or outputs.shape[0] != len(names):
+        found = "no such layer" if outputs is None else f"{tuple(outputs.shape)}"
+        raise refuse(f"its {payload['head']} head should end in {out_key} with {len(names)} outputs, one per class "
+                     f"name, but has {found}")
 
 
 def load(path: str, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
@@ -56,14 +103,15 @@ def load(path: str, device: str | torch.device = "cpu") -> tuple[nn.Module, dict
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise UserError(
-            f"'{path}' is not a flowers-transfer checkpoint ({str(error).splitlines()[0]}). Whole pickled "
+            f"'{path}' is not a flowers-transfer checkpoint ({_first_line(error)}). Whole pickled "
             "models, like the tutorial's torch.save(model), are not loaded because unpickling runs code; "
             "retrain with this project's scripts."
         ) from None
-    if not isinstance(payload, dict) or any(key not in payload for key in REQUIRED_KEYS):
-        raise UserError(f"'{path}' lacks the checkpoint fields {REQUIRED_KEYS}; retrain with this project's scripts.")
-    if payload["arch"] != ARCH:
-        raise UserError(f"'{path}' holds a {payload['arch']!r} model; this project builds {ARCH}.")
+    validate(payload, path)
     model = build_model(len(payload["class_names"]), head=payload["head"])
-    model.load_state_dict(payload.pop("model"))
+    try:
+        model.load_state_dict(payload.pop("model"))
+    except RuntimeError as error:
+        raise UserError(f"'{path}' does not hold {ARCH} weights that fit its metadata ({_first_line(error)}). "
+                        "Retrain with this project's scripts.") from None
     return model.to(device).eval(), payload

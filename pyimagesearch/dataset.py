@@ -6,13 +6,13 @@ import json
 import os
 import random
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
 from .errors import UserError
+from .fileio import exclusive, leftovers, new_temp_folder, remove_leftovers
 from .images import check_image, is_image_file
 
 MANIFEST = "split.json"  # marks a folder as one this project built, so a rebuild may replace it
@@ -101,47 +101,78 @@ def _destination_name(relative: str) -> str:
     return "__".join(parts[1:])
 
 
-def _check_target(source: str, base: str) -> None:
+def check_target(source: str, base: str) -> None:
+    """``base`` may be replaced: it does not overlap the source, and it is missing, empty, or a
+    dataset this project built (its split.json says so). Anything else belongs to the user."""
     source_real, base_real = os.path.realpath(source), os.path.realpath(base)
     if base_real == source_real or base_real.startswith(source_real + os.sep) or source_real.startswith(base_real + os.sep):
         raise UserError(f"The dataset folder '{base}' and the source '{source}' overlap; "
                         "choose a BASE_PATH outside DATA_PATH.")
-    if os.path.exists(base):
-        leftovers = set(os.listdir(base)) - {"train", "val", MANIFEST}
-        if not os.path.isdir(base) or leftovers:
-            raise UserError(f"'{base}' exists and holds other things ({sorted(leftovers)[:5]}); build_dataset.py "
-                            "replaces the whole folder, so move them away or choose another --output.")
+    if not os.path.lexists(base):
+        return
+    if not os.path.isdir(base) or os.path.islink(base):
+        raise UserError(f"--output '{base}' exists and is not a folder; build_dataset.py writes a folder there. "
+                        "Move it away or choose another --output.")
+    entries = set(os.listdir(base))
+    if not entries:
+        return
+    leftovers = entries - {"train", "val", MANIFEST}
+    if leftovers:
+        raise UserError(f"'{base}' exists and holds other things ({sorted(leftovers)[:5]}); build_dataset.py "
+                        "replaces the whole folder, so move them away or choose another --output.")
+    if MANIFEST not in entries:
+        raise UserError(f"'{base}' holds {sorted(entries)} but no {MANIFEST}, so build_dataset.py did not write it: "
+                        "it may be your own split, and a rebuild would delete it. Move it away (or delete it "
+                        "yourself) or choose another --output.")
+
+
+def _recover(parent: str, name: str, base: str) -> None:
+    """Tidy what a killed build left (called under the lock, so no build is running): a staging
+    folder is removed, and a previous dataset that was moved aside but not yet replaced is put back."""
+    remove_leftovers(parent, name, ("new",))
+    old = leftovers(parent, name, ("old",))
+    if old and not os.path.lexists(base):
+        os.replace(old.pop(), base)
+        print(f"[INFO] restored '{base}' from an interrupted rebuild")
+    for path in old:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def write_splits(source: str, base: str, train: dict[str, list[str]], val: dict[str, list[str]],
-                 info: dict, progress: bool = True, copy: Callable[[str, str], object] = shutil.copy2) -> None:
+                 info: dict, progress: bool = True, copy: Callable[[str, str], object] | None = None) -> None:
     """Copy the split into a new folder beside ``base`` and swap it in only when complete: an
-    interrupted run leaves the old dataset (or none), never a mix, and no image lands in both."""
-    _check_target(source, base)
+    interrupted run leaves the old dataset (or none), never a mix, and no image lands in both.
+    One build at a time per output folder (a lock beside it)."""
+    copy = copy or shutil.copy2
     parent = os.path.dirname(os.path.abspath(base))
+    name = os.path.basename(os.path.abspath(base))
     os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(base)}.new-")
-    try:
-        jobs = [(os.path.join(source, rel), os.path.join(staging, name, label, _destination_name(rel)))
-                for name, part in (("train", train), ("val", val)) for label, rels in part.items() for rel in rels]
-        for label in train:
-            for name in ("train", "val"):
-                os.makedirs(os.path.join(staging, name, label), exist_ok=True)
-        for src, dst in tqdm(jobs, desc="copying images", unit="img", disable=not progress, leave=False):
-            copy(src, dst)
-        with open(os.path.join(staging, MANIFEST), "w", encoding="utf-8") as handle:
-            json.dump({**info, "train": train, "val": val}, handle, indent=1)
-        old = None
-        if os.path.exists(base):
-            old = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(base)}.old-")
-            os.rmdir(old)
-            os.replace(base, old)
-        os.replace(staging, base)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with exclusive(base, "build_dataset.py"):
+        _recover(parent, name, base)
+        check_target(source, base)
+        staging = new_temp_folder(parent, name, "new")
+        try:
+            jobs = [(os.path.join(source, rel), os.path.join(staging, split_name, label, _destination_name(rel)))
+                    for split_name, part in (("train", train), ("val", val)) for label, rels in part.items()
+                    for rel in rels]
+            for label in train:
+                for split_name in ("train", "val"):
+                    os.makedirs(os.path.join(staging, split_name, label), exist_ok=True)
+            for src, dst in tqdm(jobs, desc="copying images", unit="img", disable=not progress, leave=False):
+                copy(src, dst)
+            with open(os.path.join(staging, MANIFEST), "w", encoding="utf-8") as handle:
+                json.dump({**info, "train": train, "val": val}, handle, indent=1)
+            old = None
+            if os.path.lexists(base):
+                old = new_temp_folder(parent, name, "old")
+                os.rmdir(old)
+                os.replace(base, old)
+            os.replace(staging, base)
+            if old:
+                shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
 
 
 def count_table(train: dict[str, list[str]], val: dict[str, list[str]]) -> str:

@@ -6,40 +6,71 @@ import http.client
 import os
 import shutil
 import tarfile
-import tempfile
+import time
 import urllib.error
 import urllib.request
 
 from tqdm import tqdm
 
+from . import config
 from .errors import UserError
+from .fileio import new_temp_file, new_temp_folder, remove_leftovers
 
 FLOWER_CLASSES = ("daisy", "dandelion", "roses", "sunflowers", "tulips")
 
 
+class DownloadLimits:
+    """When a download is given up: a server that trickles bytes would otherwise keep it alive
+    forever, since the socket timeout only catches a server that says nothing at all."""
+
+    def __init__(self, min_bytes_per_s: float = config.DOWNLOAD_MIN_SPEED, window_s: float = config.DOWNLOAD_SPEED_WINDOW,
+                 deadline_s: float = config.DOWNLOAD_DEADLINE) -> None:
+        self.min_bytes_per_s, self.window_s, self.deadline_s = min_bytes_per_s, window_s, deadline_s
+
+
 def download(url: str, archive: str, expected_size: int | None = None, timeout_s: float = 60.0,
-             progress: bool = True) -> str:
+             progress: bool = True, limits: DownloadLimits | None = None) -> str:
     """Download ``url`` to ``archive`` unless a complete copy is already there.
 
     The bytes go to a temporary name that is renamed only once the size checks out, so an
-    interrupted download never passes for a finished one.
+    interrupted download never passes for a finished one. A transfer slower than
+    ``limits.min_bytes_per_s`` over ``limits.window_s``, or longer than ``limits.deadline_s``
+    in all, is abandoned.
     """
+    limits = limits or DownloadLimits()
     if os.path.isfile(archive) and (expected_size is None or os.path.getsize(archive) == expected_size):
         print(f"[INFO] reusing the downloaded archive {archive}")
         return archive
     folder = os.path.dirname(os.path.abspath(archive))
     os.makedirs(folder, exist_ok=True)
-    handle, partial = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(archive)}.", suffix=".part")
-    os.close(handle)
+    name = os.path.basename(archive)
+    remove_leftovers(folder, name, ("part",))
+    partial = new_temp_file(folder, name, "part")
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as response, open(partial, "wb") as out:
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else expected_size
+            started = window_start = time.monotonic()
+            received = window_bytes = 0
             with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="downloading",
                       disable=not progress) as bar:
-                while chunk := response.read(1 << 20):
+                while chunk := response.read1(1 << 16):  # what has arrived, without waiting for a full buffer
                     out.write(chunk)
                     bar.update(len(chunk))
+                    received += len(chunk)
+                    now = time.monotonic()
+                    if now - started > limits.deadline_s:
+                        raise UserError(f"The download from {url} took longer than {limits.deadline_s:.0f}s "
+                                        f"({received} bytes so far) and was abandoned. Try again later, or fetch the "
+                                        f"archive another way and put it at '{archive}'.")
+                    if now - window_start >= limits.window_s:
+                        speed = (received - window_bytes) / (now - window_start)
+                        if speed < limits.min_bytes_per_s:
+                            raise UserError(f"The download from {url} slowed to {speed:.0f} bytes/s (under "
+                                            f"{limits.min_bytes_per_s:.0f} bytes/s for {limits.window_s:.0f}s) and "
+                                            f"was abandoned. Try again later, or fetch the archive another way and put "
+                                            f"it at '{archive}'.")
+                        window_start, window_bytes = now, received
         size = os.path.getsize(partial)
         if total is not None and size != total:
             raise UserError(f"The download from {url} stopped after {size} of {total} bytes. Run again to retry.")
@@ -63,6 +94,25 @@ def download(url: str, archive: str, expected_size: int | None = None, timeout_s
 def _refuse(archive: str, member: tarfile.TarInfo, why: str) -> UserError:
     return UserError(f"Refusing to extract '{archive}': member '{member.name}' {why}. The archive may be "
                      "corrupt or malicious; delete it and download it again.")
+
+
+def read_members(archive: str, tar: tarfile.TarFile, max_bytes: int, max_members: int) -> list[tarfile.TarInfo]:
+    """The archive's member list, read header by header and given up as soon as the declared
+    sizes pass ``max_bytes`` or the count passes ``max_members``: a small .tgz that unpacks to
+    gigabytes (a gzip bomb) is refused before it is decompressed, let alone written."""
+    members, total = [], 0
+    for member in tar:
+        members.append(member)
+        total += member.size
+        if total > max_bytes:
+            raise UserError(f"Refusing to extract '{archive}': its members add up to more than {max_bytes} bytes "
+                            "(EXTRACT_MAX_BYTES in pyimagesearch/config.py). It may be corrupt or malicious; delete it "
+                            "and download it again.")
+        if len(members) > max_members:
+            raise UserError(f"Refusing to extract '{archive}': it holds more than {max_members} members "
+                            "(EXTRACT_MAX_MEMBERS in pyimagesearch/config.py). It may be corrupt or malicious; "
+                            "delete it and download it again.")
+    return members
 
 
 def check_members(archive: str, members: list[tarfile.TarInfo]) -> None:
@@ -90,11 +140,14 @@ def extract(archive: str, target: str, top_folder: str = "flower_photos",
     temporary folder beside it: an interrupted run leaves no half-extracted dataset."""
     parent = os.path.dirname(os.path.abspath(target))
     os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(target)}.extract-")
+    name = os.path.basename(target)
+    remove_leftovers(parent, name, ("extract",))
+    staging = new_temp_folder(parent, name, "extract")
     try:
         try:
             with tarfile.open(archive, "r:*") as tar:
-                members = tar.getmembers()
+                members = read_members(archive, tar, max_bytes=config.EXTRACT_MAX_BYTES,
+                                       max_members=config.EXTRACT_MAX_MEMBERS)
                 check_members(archive, members)
                 tar.extractall(staging, members=members, filter="data")
         except (tarfile.TarError, EOFError, OSError) as error:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 # what build_dataset.py copies and ImageFolder reads; matched case-insensitively
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -16,6 +17,47 @@ def is_image_file(path: str) -> bool:
     """An image by its extension, and not a hidden file (macOS ._ forks, editor leftovers)."""
     name = os.path.basename(path)
     return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
+
+
+def is_regular_file(path: str) -> bool:
+    """A plain file (after following links): a FIFO, socket or device named like an image would
+    block or stream forever when opened, so nothing else is ever opened as an image."""
+    return os.path.isfile(path)
+
+
+class ImageFileFilter:
+    """ImageFolder's ``is_valid_file``: image files by extension that are regular files; the
+    others named like images are remembered in ``skipped`` to be listed, never opened."""
+
+    def __init__(self) -> None:
+        self.skipped: list[str] = []
+
+    def __call__(self, path: str) -> bool:
+        if not is_image_file(path):
+            return False
+        if not is_regular_file(path):
+            self.skipped.append(path)
+            return False
+        return True
+
+
+def train_draft_size(image_size: int, min_scale: float = 0.08, min_ratio: float = 3 / 4) -> int:
+    """How far training may let the JPEG decoder shrink a photo.
+
+    RandomResizedCrop's smallest crop covers ``min_scale`` of the area at aspect ``min_ratio``,
+    so its short side is sqrt(min_scale * min_ratio * area). Drafting keeps both sides at least
+    the returned size, which keeps that smallest crop at ``image_size`` pixels or more: drafting
+    never makes a crop coarser than the tutorial's full-size decode would have.
+    """
+    return math.ceil(image_size / math.sqrt(min_scale * min_ratio))
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation (phone photos are stored sideways with a rotation tag)."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:  # a malformed EXIF block: the pixels are still good, as stored
+        return image
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -52,11 +94,13 @@ def load_rgb(path: str, draft_size: int | None = None) -> Image.Image:
     ``draft_size`` lets Pillow's JPEG decoder downscale by a power of two while decoding,
     never below ``draft_size`` on either side: a large photo decodes several times faster.
     """
+    if not is_regular_file(path):
+        raise OSError(f"not a regular file: {path}")
     with Image.open(path) as image:
         if draft_size and image.format == "JPEG":
             image.draft("RGB", (draft_size, draft_size))
         image.load()
-        return to_rgb(image)
+        return to_rgb(upright(image))
 
 
 class RGBLoader:
@@ -75,6 +119,8 @@ def check_image(path: str) -> str | None:
     Pillow's decompression-bomb guard stays on, and its warning (over MAX_IMAGE_PIXELS,
     under twice that) counts as a refusal too, since training would decode it again.
     """
+    if not is_regular_file(path):
+        return "not a regular file (a pipe, socket or device is never opened)"
     if os.path.getsize(path) == 0:
         return "empty file (0 bytes)"
     try:
@@ -84,7 +130,7 @@ def check_image(path: str) -> str | None:
                 if image.format == "JPEG":
                     image.draft("RGB", (64, 64))  # decodes every byte, at an eighth of the cost
                 image.load()
-                to_rgb(image)
+                to_rgb(upright(image))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         return f"too many pixels (decompression-bomb guard): {error}"
     except Image.UnidentifiedImageError:

@@ -152,6 +152,34 @@ def set_train_mode(model: nn.Module, training: bool = True) -> nn.Module:
     return model
 
 
+@torch.no_grad()
+def calibrate_batchnorm(model: nn.Module, batches) -> int:
+    """Measure every BatchNorm layer's running statistics on ``batches`` of images.
+
+    An offline stand-in for ImageNet weights: with random weights, BatchNorm's default
+    statistics (mean 0, variance 1) are far from what the layers really see, so the features
+    reaching the head are badly scaled and even a linear probe learns little. Running a few
+    batches through the network in train mode, with a plain average (``momentum=None``),
+    gives each layer the statistics of this data; nothing else changes. Returns the image count.
+    """
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, m.training) for m in layers]
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None
+        layer.train()
+    seen = 0
+    try:
+        for x in batches:
+            model(x)
+            seen += len(x)
+    finally:
+        for layer, (momentum, training) in zip(layers, saved):
+            layer.momentum = momentum
+            layer.train(training)
+    return seen
+
+
 class _FoldedConv2d(nn.Conv2d):
     """A convolution that applies the frozen BatchNorm after it by scaling its own weights.
 

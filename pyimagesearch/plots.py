@@ -1,4 +1,8 @@
-"""Pictures: training history, prediction grids, confusion matrices."""
+"""Pictures: training history, prediction grids, confusion matrices.
+
+Text that comes from users (file names, class names, model names) is drawn with
+``parse_math=False``: a name like ``price_$5_$.jpg`` is text, not matplotlib math.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import numpy as np
 import torch
 from matplotlib.ticker import MaxNLocator
 
-from .checkpoint import atomic_write
+from .fileio import atomic_write
 
 
 def _save(fig, path: str) -> None:
@@ -41,7 +45,7 @@ def plot_history(history: Sequence[dict], path: str, title: str = "Training Loss
             ax.set_ylabel(ylabel)
             ax.legend(loc="best", fontsize=8)
         acc_ax.set_ylim(0, 1.02)
-        fig.suptitle(title)
+        fig.suptitle(title, parse_math=False)
         fig.tight_layout()
         _save(fig, path)
 
@@ -65,9 +69,9 @@ def image_grid(pixels: np.ndarray, titles: Sequence[str], path: str, colors: Seq
         ax.axis("off")
         if i < len(titles):
             ax.imshow(pixels[i])
-            ax.set_title(titles[i], fontsize=9, color=(colors[i] if colors else "black"))
+            ax.set_title(titles[i], fontsize=9, color=(colors[i] if colors else "black"), parse_math=False)
     if suptitle:
-        fig.suptitle(suptitle)
+        fig.suptitle(suptitle, parse_math=False)
     _save(fig, path)
 
 
@@ -79,8 +83,8 @@ def plot_confusion(matrix: np.ndarray, class_names: Sequence[str], path: str, ti
     fig, axes = plt.subplots(1, 2, figsize=(2 * size + 1, size))
     for ax, values, label, fmt in ((axes[0], matrix, "counts", "d"), (axes[1], normalised, "row-normalised", ".2f")):
         ax.imshow(values, cmap="Blues", vmin=0, vmax=values.max() if values.max() > 0 else 1)
-        ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
-        ax.set_yticks(range(len(class_names)), class_names)
+        ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right", parse_math=False)
+        ax.set_yticks(range(len(class_names)), class_names, parse_math=False)
         ax.set_xlabel("Predicted")
         ax.set_ylabel("True")
         ax.set_title(label)
@@ -88,6 +92,6 @@ def plot_confusion(matrix: np.ndarray, class_names: Sequence[str], path: str, ti
         for (i, j), value in np.ndenumerate(values):
             ax.text(j, i, format(value, fmt), ha="center", va="center", fontsize=8,
                     color="white" if value > threshold else "black")
-    fig.suptitle(title or "Confusion matrix")
+    fig.suptitle(title or "Confusion matrix", parse_math=False)
     fig.tight_layout()
     _save(fig, path)

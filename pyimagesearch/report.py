@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import time
@@ -15,7 +13,7 @@ import torch
 from torch import nn
 
 from . import engine, plots
-from .checkpoint import write_text
+from .fileio import write_csv, write_text
 from .runtime import Precision
 
 
@@ -48,7 +46,9 @@ def classification_report(matrix: np.ndarray, class_names: Sequence[str]) -> dic
             {"class": name, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
             for name, p, r, f, s in zip(class_names, precision, recall, f1, support)
         ],
-        "macro_f1": float(f1[support > 0].mean()) if (support > 0).any() else 0.0,
+        # over every class of the model, as scikit-learn's average="macro" with all labels: a class
+        # absent from the folder and never predicted counts as F1 0
+        "macro_f1": float(f1.mean()) if len(f1) else 0.0,
         "confusion_matrix": matrix.tolist(),
         "class_names": list(class_names),
     }
@@ -61,7 +61,7 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(f"{row['class']:<{width}}  {row['precision']:9.4f}  {row['recall']:6.4f}  {row['f1']:5.4f}"
                      f"  {row['support']:7d}")
     lines.append(f"{'accuracy':<{width}}  {result['accuracy']:.4f} of {result['count']} images, "
-                 f"macro F1 {result['macro_f1']:.4f}")
+                 f"macro F1 {result['macro_f1']:.4f} (over all {len(result['classes'])} classes)")
     return "\n".join(lines)
 
 
@@ -84,14 +84,10 @@ def write_report(probabilities: torch.Tensor, labels: torch.Tensor, class_names:
         for i in wrong
     ]
     write_text(f"{prefix}_report.json", json.dumps(result, indent=2))
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["class", "precision", "recall", "f1", "support"])
-    for row in result["classes"]:
-        writer.writerow([row["class"], f"{row['precision']:.6f}", f"{row['recall']:.6f}", f"{row['f1']:.6f}",
-                         row["support"]])
-    writer.writerow(["accuracy", "", "", f"{result['accuracy']:.6f}", result["count"]])
-    write_text(f"{prefix}_report.csv", buffer.getvalue())
+    rows = [[row["class"], f"{row['precision']:.6f}", f"{row['recall']:.6f}", f"{row['f1']:.6f}", row["support"]]
+            for row in result["classes"]]
+    rows.append(["accuracy", "", "", f"{result['accuracy']:.6f}", result["count"]])
+    write_csv(f"{prefix}_report.csv", ["class", "precision", "recall", "f1", "support"], rows)
     plots.plot_confusion(matrix, class_names, f"{prefix}_confusion.png",
                          title=f"{os.path.basename(prefix)}: accuracy {result['accuracy']:.3f} on {result['count']} images")
     shown = wrong[:max_mistakes]
@@ -103,6 +99,20 @@ def write_report(probabilities: torch.Tensor, labels: torch.Tensor, class_names:
                          suptitle="Most confident mistakes")
     elif os.path.exists(f"{prefix}_mistakes.png"):
         os.remove(f"{prefix}_mistakes.png")  # an old picture would describe another model
+    return result
+
+
+def publish(probabilities: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str], dataset, prefix: str,
+            mean: Sequence[float], std: Sequence[float], seconds: float | None = None) -> dict[str, Any]:
+    """Write the report files for predictions already made, and print the table."""
+    paths = [path for path, _ in getattr(dataset, "samples", [])] or None
+    result = write_report(probabilities, labels, class_names, dataset, prefix, mean, std, paths=paths)
+    print(format_table(result))
+    speed = (f" in {seconds:.1f}s ({len(labels) / max(seconds, 1e-9):.1f} images/s)" if seconds is not None
+             else " (predictions from the run's cached features)")
+    print(f"[INFO] evaluated {len(labels)} images{speed}; "
+          f"wrote {prefix}_report.json, {prefix}_report.csv, {prefix}_confusion.png"
+          + (f", {prefix}_mistakes.png" if result["mistakes"] else ""))
     return result
 
 
@@ -118,11 +128,4 @@ def evaluate_and_report(model: nn.Module, loader: Iterable, class_names: Sequenc
     seconds = time.perf_counter() - started
     if label_map is not None:
         labels = torch.tensor([label_map[int(label)] for label in labels], dtype=torch.long)
-    dataset = loader.dataset
-    paths = [path for path, _ in getattr(dataset, "samples", [])] or None
-    result = write_report(probabilities, labels, class_names, dataset, prefix, mean, std, paths=paths)
-    print(format_table(result))
-    print(f"[INFO] evaluated {len(labels)} images in {seconds:.1f}s ({len(labels) / max(seconds, 1e-9):.1f} images/s); "
-          f"wrote {prefix}_report.json, {prefix}_report.csv, {prefix}_confusion.png"
-          + (f", {prefix}_mistakes.png" if result["mistakes"] else ""))
-    return result
+    return publish(probabilities, labels, class_names, loader.dataset, prefix, mean, std, seconds=seconds)

@@ -9,6 +9,7 @@ import argparse
 import inspect
 import json
 import os
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -16,54 +17,55 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from . import checkpoint, config, engine, plots, report
-from .create_dataloaders import eval_transforms, image_folder, make_loader, train_transforms
+from . import checkpoint, cli, config, engine, fileio, plots, report
+from .create_dataloaders import as_eval, eval_image_folder, make_loader, train_image_folder
 from .errors import UserError
-from .model import fold_frozen_batchnorm, load_backbone_weights
+from .model import calibrate_batchnorm, fold_frozen_batchnorm, load_backbone_weights
 from .runtime import (
     Precision,
     init_distributed,
     is_distributed,
     is_main_process,
+    rank,
     resolve_amp,
     resolve_device,
+    resolve_workers,
     seed_everything,
     shutdown_distributed,
     unwrap,
 )
 
+# images whose BatchNorm statistics stand in for ImageNet's when --weights none
+CALIBRATION_IMAGES = 128
+
 
 def training_parser(description: str, *, batch_size: int, lr: float, plot: str, model: str) -> argparse.ArgumentParser:
     """Flags shared by both training scripts; every default comes from config.py."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     parents=[cli.runtime_parser()])
     parser.add_argument("--train", default=config.TRAIN, help="training image folder (default: %(default)s)")
     parser.add_argument("--val", default=config.VAL, help="validation image folder (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=config.EPOCHS, help="epochs (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=batch_size,
-                        help="images per batch, per process under torchrun (default: %(default)s)")
-    parser.add_argument("--lr", type=float, default=lr, help="Adam learning rate (default: %(default)s)")
-    parser.add_argument("--grad-accum-steps", type=int, default=config.GRAD_ACCUM_STEPS,
+    parser.add_argument("--epochs", type=cli.positive_int, default=config.EPOCHS, help="epochs (default: %(default)s)")
+    parser.add_argument("--batch-size", type=cli.positive_int, default=batch_size,
+                        help="images per batch (not per optimizer step, see --grad-accum-steps), per process "
+                             "under torchrun (default: %(default)s)")
+    parser.add_argument("--lr", type=cli.positive_float, default=lr, help="Adam learning rate (default: %(default)s)")
+    parser.add_argument("--grad-accum-steps", type=cli.positive_int, default=config.GRAD_ACCUM_STEPS,
                         help="batches per optimizer step (default: %(default)s)")
-    parser.add_argument("--image-size", type=int, default=config.IMAGE_SIZE, help="input size (default: %(default)s)")
-    parser.add_argument("--device", default=config.DEVICE, help="cuda, cuda:N, mps or cpu (default: %(default)s)")
+    parser.add_argument("--image-size", type=cli.positive_int, default=config.IMAGE_SIZE,
+                        help="input size (default: %(default)s)")
     parser.add_argument("--weights", default=config.WEIGHTS,
-                        help="IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT, a .pth state dict, or none (default: %(default)s)")
+                        help="IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT, a .pth state dict, or none: random weights "
+                             f"whose BatchNorm statistics are calibrated on {CALIBRATION_IMAGES} training images, an "
+                             "offline stand-in for smoke runs and the demo, never applied to real weights "
+                             "(default: %(default)s)")
     parser.add_argument("--seed", type=int, default=config.SEED, help="random seed (default: %(default)s)")
-    parser.add_argument("--num-workers", type=int, default=config.NUM_WORKERS,
-                        help="DataLoader worker processes (default: %(default)s)")
-    parser.add_argument("--amp", default=config.AMP, help="mixed precision: auto, off, bf16, fp16 (default: %(default)s)")
-    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=config.CHANNELS_LAST,
-                        help="channels_last memory format (default: %(default)s)")
-    parser.add_argument("--fold-bn", action=argparse.BooleanOptionalAction, default=config.FOLD_BN,
-                        help="fold frozen BatchNorm layers into their convolutions (default: %(default)s)")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=config.COMPILE,
                         help="torch.compile the trained part (default: %(default)s)")
     parser.add_argument("--plot", default=plot, help="training-history plot (default: %(default)s)")
     parser.add_argument("--model", default=model, help="final checkpoint; the best one goes beside it (default: %(default)s)")
     parser.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
                         help="write the validation report after training (default: %(default)s)")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
-                        help="tqdm progress bars (default: %(default)s)")
     return parser
 
 
@@ -76,64 +78,119 @@ def history_path(plot_path: str) -> str:
     return f"{os.path.splitext(plot_path)[0]}_history.json"
 
 
+def check_outputs(args: argparse.Namespace) -> None:
+    """Every output path is usable before any image is read: a mistake here costs seconds, not epochs."""
+    image_size = args.image_size
+    if not checkpoint.MIN_IMAGE_SIZE <= image_size <= checkpoint.MAX_IMAGE_SIZE:
+        raise UserError(f"--image-size {image_size}: use {checkpoint.MIN_IMAGE_SIZE} to {checkpoint.MAX_IMAGE_SIZE} "
+                        "pixels (the tutorial uses 224).")
+    cli.check_plot_path(args.plot)
+    for path, flag in ((args.plot, "--plot"), (args.model, "--model")):
+        fileio.check_writable_file(path, flag)
+    for path in (args.model, best_model_path(args.model)):
+        if os.path.exists(path) and not checkpoint.is_checkpoint(path):
+            raise UserError(f"--model: '{path}' exists and is not a checkpoint this project wrote; it would be "
+                            "overwritten. Move it away or pass another --model path.")
+
+
 class TrainingRun:
-    """One training script's run: device, seeds, torchrun, data and outputs."""
+    """One training script's run: device, seeds, torchrun, data and outputs.
+
+    Use it as a context manager: under torchrun every process leaves the process group on the
+    way out, also when something fails.
+    """
 
     def __init__(self, args: argparse.Namespace, head: str) -> None:
-        for name in ("epochs", "batch_size", "grad_accum_steps", "image_size"):
-            if getattr(args, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(args, name)}.")
-        if args.num_workers < 0:
-            raise UserError("--num-workers must be 0 or more.")
+        check_outputs(args)
         self.args = args
         self.head = head
         self.device = resolve_device(args.device)
+        self.precision = Precision(self.device, resolve_amp(args.amp, self.device), args.channels_last)
+        self.num_workers = resolve_workers(args.num_workers, self.device)
+        self.started = time.perf_counter()
+
+    def __enter__(self) -> TrainingRun:
         init_distributed(self.device)
+        try:
+            self._load_data()
+        except BaseException:
+            shutdown_distributed(wait=False)
+            raise
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        shutdown_distributed(wait=False)
+
+    def _load_data(self) -> None:
+        args = self.args
         # the same seed on every process: a randomly initialised body must be identical everywhere
         seed_everything(args.seed)
-        self.precision = Precision(self.device, resolve_amp(args.amp, self.device), args.channels_last)
-        self.train_ds = image_folder(args.train, train_transforms(args.image_size), draft_size=args.image_size)
-        self.val_ds = image_folder(args.val, eval_transforms(args.image_size), draft_size=args.image_size)
+        self.train_ds = train_image_folder(args.train, args.image_size)
+        self.val_ds = eval_image_folder(args.val, args.image_size)
         if self.train_ds.classes != self.val_ds.classes:
             raise UserError(
                 f"The class folders differ between '{args.train}' {self.train_ds.classes} and "
                 f"'{args.val}' {self.val_ds.classes}. Rebuild both with python build_dataset.py."
             )
+        for path in self.train_ds.skipped + self.val_ds.skipped:
+            self.log(f"[WARN] skipped {path}: not a regular file (a pipe, socket or device is never opened)")
         self.class_names: list[str] = self.train_ds.classes
         self.best_val_acc = -1.0
         self.log(f"[INFO] {len(self.train_ds)} training and {len(self.val_ds)} validation images, "
-                 f"{len(self.class_names)} classes; running on {self.precision.describe()}")
+                 f"{len(self.class_names)} classes; running on {self.precision.describe()}, "
+                 f"{self.num_workers} loader worker(s)")
 
     # --- building blocks ---------------------------------------------------------------
     def log(self, message: str) -> None:
         if is_main_process():
             print(message, flush=True)
 
+    @property
+    def random_weights(self) -> bool:
+        return self.args.weights.lower() == "none"
+
     def weights(self) -> dict[str, Any] | None:
-        if self.args.weights.lower() == "none":
-            self.log("[WARN] --weights none: the backbone starts from random weights (smoke runs only)")
+        if self.random_weights:
+            self.log(f"[WARN] --weights none: the backbone starts from random weights, with BatchNorm statistics "
+                     f"calibrated on {CALIBRATION_IMAGES} training images as a stand-in for ImageNet's (smoke runs "
+                     "and the demo only)")
         return load_backbone_weights(self.args.weights)
 
     def prepare(self, model: nn.Module) -> nn.Module:
-        """Fold frozen BatchNorm layers (call after freezing), move to the device and memory format."""
+        """Move to the device and memory format, calibrate BatchNorm when the weights are random,
+        fold frozen BatchNorm layers (call after freezing), then give each process its own
+        randomness for augmentation and dropout."""
+        model = self.precision.prepare(model)
+        if self.random_weights:
+            self.calibrate(model)
         if self.args.fold_bn:
             fold_frozen_batchnorm(model)
-        return self.precision.prepare(model)
+        # initial weights are identical everywhere by now; the draws that follow should not be
+        seed_everything(self.args.seed + rank())
+        return model
+
+    def calibrate(self, model: nn.Module) -> None:
+        """BatchNorm statistics from un-augmented training images, the same ones on every process."""
+        ds = as_eval(train_image_folder(self.args.train, self.args.image_size), self.args.image_size)
+        order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(self.args.seed))
+        subset = torch.utils.data.Subset(ds, order[:CALIBRATION_IMAGES].tolist())
+        loader = DataLoader(subset, batch_size=min(32, self.args.batch_size * 4), num_workers=self.num_workers)
+        seen = calibrate_batchnorm(model, (self.precision.to_device(x) for x, _ in loader))
+        self.log(f"[INFO] BatchNorm statistics calibrated on {seen} training images (--weights none stand-in)")
 
     def loader(self, dataset, shuffle: bool, even: bool = False) -> DataLoader:
-        return make_loader(dataset, self.args.batch_size, shuffle, self.args.num_workers,
+        return make_loader(dataset, self.args.batch_size, shuffle, self.num_workers,
                            device=str(self.device), seed=self.args.seed, even=even)
 
     def feature_loader(self, features: torch.Tensor, labels: torch.Tensor, shuffle: bool) -> DataLoader:
         """Cached features are already this process's share, so no distributed sampler here."""
-        generator = torch.Generator().manual_seed(self.args.seed)
+        generator = torch.Generator().manual_seed(self.args.seed + rank())
         return DataLoader(torch.utils.data.TensorDataset(features, labels), batch_size=self.args.batch_size,
                           shuffle=shuffle, generator=generator)
 
     def distribute(self, module: nn.Module) -> nn.Module:
-        """DDP around the trained module under torchrun, torch.compile when asked."""
-        if self.args.compile:
-            module = torch.compile(module)
+        """DDP around the trained module under torchrun, then torch.compile when asked (compiling the
+        DDP module lets the compiler split its graph at the gradient buckets)."""
         if is_distributed():
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             # frozen BatchNorm statistics are identical on every rank: nothing to sync per forward
@@ -141,6 +198,8 @@ class TrainingRun:
                     if "forward_sync_buffers" in inspect.signature(nn.parallel.DistributedDataParallel).parameters
                     else {"broadcast_buffers": False})
             module = nn.parallel.DistributedDataParallel(module, device_ids=device_ids, **sync)
+        if self.args.compile:
+            module = torch.compile(module)
         return module
 
     def optimizer(self, module: nn.Module) -> torch.optim.Optimizer:
@@ -172,21 +231,36 @@ class TrainingRun:
                           grad_accum_steps=self.args.grad_accum_steps, feature_fn=feature_fn,
                           on_epoch_end=keep_best, progress=self.args.progress)
 
-    def finish(self, model: nn.Module, history: list[dict[str, float]]) -> None:
-        """Final checkpoint, history JSON and plot, and the validation report (main process only)."""
-        if is_main_process():
-            total = sum(r["seconds"] for r in history)
-            self.log(f"[INFO] total time taken to train the model: {total:.2f}s")
+    def finish(self, model: nn.Module, history: list[dict[str, float]],
+               val_predictions: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None) -> None:
+        """Final checkpoint, history JSON and plot, and the validation report (main process only).
+
+        ``val_predictions`` gives (probabilities, labels) for the whole validation set when the
+        run already has them (feature extraction's cached features); otherwise the model is
+        evaluated again. The other processes leave the process group first, so none of them
+        waits on a collective while the main process writes the report.
+        """
+        main = is_main_process()  # asked before leaving the group: afterwards every process is "rank 0"
+        if main:
+            epochs_time = sum(r["seconds"] for r in history)
+            self.log(f"[INFO] total time taken to train the model: {time.perf_counter() - self.started:.2f}s "
+                     f"(set-up, weights and feature caching included; the epochs alone: {epochs_time:.2f}s)")
             checkpoint.save(self.args.model, model, self.meta(len(history), history[-1]))
-            checkpoint.write_text(history_path(self.args.plot), json.dumps(history, indent=2))
+            fileio.write_text(history_path(self.args.plot), json.dumps(history, indent=2))
             plots.plot_history(history, self.args.plot)
             best = max(history, key=lambda r: r["val_acc"])
             self.log(f"[INFO] saved {self.args.model} (final), {best_model_path(self.args.model)} "
                      f"(best val accuracy {best['val_acc']:.4f} at epoch {best['epoch']}), {self.args.plot}")
-            if self.args.report:
-                val_loader = DataLoader(self.val_ds, batch_size=self.args.batch_size, shuffle=False,
-                                        num_workers=self.args.num_workers)
-                report.evaluate_and_report(unwrap(model), val_loader, self.class_names, self.precision,
-                                           report.report_prefix(self.args.model), config.MEAN, config.STD,
-                                           progress=self.args.progress)
-        shutdown_distributed()
+        distributed = is_distributed()
+        shutdown_distributed(wait=False)
+        if not main or not self.args.report:
+            return
+        prefix = report.report_prefix(self.args.model)
+        if val_predictions is not None and not distributed:
+            probabilities, labels = val_predictions()
+            report.publish(probabilities, labels, self.class_names, self.val_ds, prefix, config.MEAN, config.STD)
+        else:
+            val_loader = DataLoader(self.val_ds, batch_size=self.args.batch_size, shuffle=False,
+                                    num_workers=self.num_workers)
+            report.evaluate_and_report(unwrap(model), val_loader, self.class_names, self.precision, prefix,
+                                       config.MEAN, config.STD, progress=self.args.progress)

@@ -103,3 +103,23 @@ def _offline_getaddrinfo(real):
         raise socket.gaierror(f"name resolution disabled in tests ({host})")
 
     return lookup
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """One feature-extraction checkpoint (32 px, one epoch) and its dataset, shared by every test
+    that only needs *a* model: (dataset folder, checkpoint path)."""
+    import build_dataset
+    import train_feature_extraction
+
+    root = tmp_path_factory.mktemp("trained")
+    data = make_image_folder(str(root / "photos"))
+    base = str(root / "dataset")
+    build_dataset.main(["--data", data, "--output", base, "--val-split", "0.34", "--no-progress"])
+    train_feature_extraction.main(train_args(root, base, "warmup", "--epochs", "1", "--no-report"))
+    return base, str(root / "output" / "warmup_model.pth")
+
+
+def error_text(capsys) -> str:
+    """What a script printed to stderr, whitespace folded (messages are wrapped at 100 columns)."""
+    return " ".join(capsys.readouterr().err.split())

@@ -15,7 +15,7 @@ import inference
 import train_feature_extraction
 from conftest import make_image_folder, train_args
 from pyimagesearch import checkpoint
-from pyimagesearch.errors import UserError, run_cli
+from pyimagesearch.errors import run_cli
 
 
 def _decodes(path: str) -> tuple[int, int]:
@@ -87,11 +87,6 @@ def test_training_without_dataset_names_the_fix(tmp_path, capsys):
     assert code == 2
     err = " ".join(capsys.readouterr().err.split())
     assert "nope" in err and "build_dataset.py" in err and "Traceback" not in err
-
-
-def test_bad_numbers_are_refused(tmp_path, splits):
-    with pytest.raises(UserError, match="--epochs"):
-        fine_tune.main(train_args(tmp_path, splits, "finetune", "--epochs", "0"))
 
 
 def test_hidden_folders_in_the_split_are_not_classes(tmp_path, splits):

@@ -20,18 +20,36 @@ def test_amp_auto_uses_bf16_on_cpu_only_where_it_is_native(monkeypatch):
     monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: True)
     assert resolve_amp("auto", cpu) is torch.bfloat16
     assert resolve_amp("off", cpu) is None
-    assert resolve_amp("fp16", cpu) is torch.float16
     with pytest.raises(UserError, match="--amp"):
         resolve_amp("fp8", cpu)
 
 
-@pytest.mark.filterwarnings("ignore:.*CUDA is not available:UserWarning")
-def test_amp_auto_on_cuda_prefers_bf16_and_scales_fp16(monkeypatch):
-    cuda = torch.device("cuda")
+@pytest.mark.parametrize("device", ["cpu", "mps"])
+def test_fp16_without_loss_scaling_is_refused(device):
+    with pytest.raises(UserError, match="fp16 needs loss scaling"):
+        resolve_amp("fp16", torch.device(device))
+
+
+@pytest.mark.parametrize("capability,expected", [((7, 5), torch.float16), ((7, 0), torch.float16),
+                                                  ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)])
+def test_amp_auto_on_cuda_uses_bf16_only_where_the_gpu_runs_it_natively(monkeypatch, capability, expected):
+    asked = []
+
+    def get_device_capability(device=None):
+        asked.append(device)
+        return {1: capability}.get(getattr(device, "index", None), (6, 0))  # the current device (0) is older
+
+    # torch's own check counts emulated bf16 as support on a T4 (7.5) or V100 (7.0)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    assert resolve_amp("auto", cuda) is torch.bfloat16
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
-    assert resolve_amp("auto", cuda) is torch.float16
+    monkeypatch.setattr(torch.cuda, "get_device_capability", get_device_capability)
+    assert resolve_amp("auto", torch.device("cuda", 1)) is expected
+    assert asked == [torch.device("cuda", 1)]  # the device it will run on, not the current one
+    assert resolve_amp("fp16", torch.device("cuda", 1)) is torch.float16
+
+
+@pytest.mark.filterwarnings("ignore:.*CUDA is not available:UserWarning")
+def test_fp16_on_cuda_gets_loss_scaling():
+    cuda = torch.device("cuda")
     assert Precision(cuda, torch.float16).scaler() is not None  # fp16 gradients need loss scaling
     assert Precision(cuda, torch.bfloat16).scaler() is None
 
@@ -73,5 +91,7 @@ def test_under_torchrun_each_process_takes_its_local_gpu(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "1")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_device("cuda") == torch.device("cuda", 1)
-    assert resolve_device("cuda:0") == torch.device("cuda", 0)  # an explicit index is kept
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)  # the index LOCAL_RANK would take anyway
+    with pytest.raises(UserError, match="every process on GPU 0"):
+        resolve_device("cuda:0")  # would put all four processes on one GPU
     assert resolve_device("cpu") == torch.device("cpu")

@@ -1,0 +1,80 @@
+"""Command-line pieces every script shares: checked argument types and the runtime flags.
+
+A bad value stops argparse at once (exit 2, a one-line message naming the flag), before any
+dataset is scanned or model built.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+
+from . import config
+from .errors import UserError
+
+# what matplotlib's Agg canvas writes (pgf would need LaTeX, raw/rgba are not pictures)
+PLOT_FORMATS = ("png", "jpg", "jpeg", "pdf", "svg", "svgz", "eps", "ps", "tif", "tiff", "webp")
+
+
+def positive_int(text: str) -> int:
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text!r}")
+    return value
+
+
+def workers(text: str) -> int | str:
+    """``auto`` or a worker count of 0 or more."""
+    return "auto" if text.strip().lower() == "auto" else non_negative_int(text)
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, not {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number greater than 0, not {text!r}")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+
+
+def check_plot_path(path: str, flag: str = "--plot") -> None:
+    """The picture's extension must be one matplotlib can write (checked before training, not after)."""
+    extension = os.path.splitext(path)[1].lower().lstrip(".")
+    if extension and extension not in PLOT_FORMATS:
+        raise UserError(f"{flag} {path}: matplotlib cannot write '.{extension}' pictures. "
+                        f"Use one of {', '.join('.' + f for f in PLOT_FORMATS)} (for example '.png').")
+
+
+def runtime_parser() -> argparse.ArgumentParser:
+    """Flags the training scripts and inference share, with one help text each (a parent parser)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    group = parser.add_argument_group("runtime")
+    group.add_argument("--device", default=config.DEVICE, help="cuda, cuda:N, mps or cpu (default: %(default)s)")
+    group.add_argument("--amp", default=config.AMP, help="mixed precision: auto, off, bf16, fp16 (default: %(default)s)")
+    group.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=config.CHANNELS_LAST,
+                       help="channels_last memory format (default: %(default)s)")
+    group.add_argument("--fold-bn", action=argparse.BooleanOptionalAction, default=config.FOLD_BN,
+                       help="fold frozen BatchNorm layers into their convolutions (default: %(default)s)")
+    group.add_argument("--num-workers", type=workers, default=config.NUM_WORKERS,
+                       help="DataLoader worker processes, or auto: most CPU cores on CUDA (the GPU outruns a few "
+                            "workers), at most 4 on CPU (the workers would take the cores the math needs) "
+                            "(default: %(default)s)")
+    group.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                       help="tqdm progress bars (default: %(default)s)")
+    return parser

@@ -1,0 +1,188 @@
+"""Writing files safely: atomically, with the permissions the umask gives, and without leftovers.
+
+Every temporary file or folder the project makes is named ``.<name>.<kind>-<pid>-<random>``
+beside what it becomes, so a later run can tell its own leftovers from the user's files and
+remove them once the process that made them is gone (a killed run, a closed laptop lid).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import errno
+import io
+import os
+import re
+import secrets
+import shutil
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+from .errors import UserError
+
+try:  # POSIX; on Windows builds are not locked against each other
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None
+
+
+def _temp_path(folder: str, name: str, kind: str) -> str:
+    return os.path.join(folder, f".{name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def _leftover_pattern(name: str, kinds: tuple[str, ...]) -> re.Pattern:
+    return re.compile(rf"^\.{re.escape(name)}\.({'|'.join(kinds)})-(\d+)-[0-9a-f]{{8}}$")
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    return True
+
+
+def leftovers(folder: str, name: str, kinds: tuple[str, ...]) -> list[str]:
+    """Temporary files/folders for ``name`` in ``folder`` whose process no longer runs."""
+    pattern = _leftover_pattern(name, kinds)
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return []
+    found = []
+    for entry in sorted(entries):
+        match = pattern.match(entry)
+        if match and not _process_alive(int(match.group(2))):
+            found.append(os.path.join(folder, entry))
+    return found
+
+
+def remove_leftovers(folder: str, name: str, kinds: tuple[str, ...] = ("tmp",)) -> list[str]:
+    """Remove what a killed run left for ``name`` (see :func:`leftovers`); returns the paths."""
+    removed = leftovers(folder, name, kinds)
+    for path in removed:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.remove(path)
+    return removed
+
+
+def new_temp_file(folder: str, name: str, kind: str = "tmp") -> str:
+    """An empty file beside ``folder/name``, created with mode 0666 less the umask (as open() does,
+    unlike tempfile.mkstemp's 0600)."""
+    while True:
+        path = _temp_path(folder, name, kind)
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return path
+        except FileExistsError:
+            continue
+
+
+def new_temp_folder(folder: str, name: str, kind: str) -> str:
+    """An empty folder beside ``folder/name``, mode 0777 less the umask (as mkdir does)."""
+    while True:
+        path = _temp_path(folder, name, kind)
+        try:
+            os.mkdir(path, 0o777)
+            return path
+        except FileExistsError:
+            continue
+
+
+def atomic_write(path: str, write: Callable[[str], object]) -> None:
+    """Call ``write(temp_path)`` then rename over ``path``: readers never see half a file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    name = os.path.basename(path)
+    remove_leftovers(folder, name)
+    temp_path = new_temp_file(folder, name)
+    try:
+        write(temp_path)
+        os.replace(temp_path, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(temp_path)
+        raise
+
+
+def write_text(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+
+    def write(temp: str) -> None:
+        with open(temp, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+
+    atomic_write(path, write)
+
+
+def write_csv(path: str, header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    """Write a CSV table atomically."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    writer.writerows(rows)
+    write_text(path, buffer.getvalue())
+
+
+def check_writable_folder(folder: str, what: str) -> None:
+    """Create ``folder`` if needed and prove that a file can be written there, or say why not."""
+    folder = folder or "."
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise UserError(f"{what}: '{folder}' is a file, not a folder. Pass a folder path, or move the file away.")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        os.remove(new_temp_file(folder, "write-test"))
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise UserError(f"{what}: cannot write in '{folder}' ({reason}). Choose a folder you can write to, "
+                        "or fix its permissions.") from None
+
+
+def check_writable_file(path: str, what: str) -> None:
+    """``path`` can be (re)written: not a folder, and its folder is writable."""
+    if os.path.isdir(path):
+        raise UserError(f"{what}: '{path}' is a folder; pass a file name such as '{os.path.join(path, 'out')}'.")
+    check_writable_folder(os.path.dirname(path), what)
+
+
+@contextlib.contextmanager
+def exclusive(path: str, what: str) -> Iterator[None]:
+    """Hold a lock on the hidden file ``.<name>.lock`` beside ``path`` for the block, and remove
+    the file afterwards; a second process asking for it is refused at once (nothing waits forever)."""
+    folder, name = os.path.split(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    lock_path = os.path.join(folder, f".{name}.lock")
+    for _ in range(10):
+        handle = open(lock_path, "a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            handle.close()
+            if error.errno in (errno.EAGAIN, errno.EACCES):
+                raise UserError(f"Another {what} is writing '{path}' right now. Wait for it to finish, "
+                                "or choose another output folder.") from None
+            raise
+        try:
+            same = os.stat(lock_path).st_ino == os.fstat(handle.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:  # not a file its last holder removed while we opened it
+            break
+        handle.close()
+    else:  # pragma: no cover
+        raise UserError(f"Could not lock '{lock_path}'; run again.")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(lock_path)
+        handle.close()
