@@ -26,12 +26,12 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 demo: $(STAMP)
-	$(PY) benchmarks/make_images.py demo/flower_photos --per-class 30 --size 160
+	$(PY) benchmarks/make_images.py demo/flower_photos --per-class 40 --size 160 --distinct
 	$(PY) build_dataset.py --data demo/flower_photos --output demo/dataset
 	$(PY) train_feature_extraction.py --train demo/dataset/train --val demo/dataset/val --weights none \
-		--image-size 64 --epochs 5 --batch-size 32 --plot demo/output/warmup.png --model demo/output/warmup_model.pth
+		--image-size 64 --epochs 20 --batch-size 32 --plot demo/output/warmup.png --model demo/output/warmup_model.pth
 	$(PY) fine_tune.py --train demo/dataset/train --val demo/dataset/val --weights none \
-		--image-size 64 --epochs 3 --batch-size 16 --plot demo/output/finetune.png --model demo/output/finetune_model.pth
+		--image-size 64 --epochs 5 --batch-size 16 --plot demo/output/finetune.png --model demo/output/finetune_model.pth
 	$(PY) inference.py --model demo/output/finetune_model.pth --val demo/dataset/val --output demo/output
 	$(PY) inference.py --model demo/output/finetune_model.pth --images demo/dataset/val/daisy --output demo/output
 

@@ -27,6 +27,17 @@ CLASSES = {  # petal colour, centre colour, number of petals (0 = a closed cup)
 }
 
 
+# the demo's set: every class has a colour of its own as well as a shape, so that a model
+# without ImageNet weights (the demo runs offline) can still tell them apart
+DISTINCT_CLASSES = {
+    "daisy": ((245, 245, 240), (240, 200, 30), 14),
+    "dandelion": ((250, 225, 20), (230, 190, 10), 40),
+    "roses": ((200, 25, 40), (140, 15, 25), 0),
+    "sunflowers": ((240, 130, 15), (70, 40, 15), 18),
+    "tulips": ((150, 50, 200), (150, 50, 200), 3),
+}
+
+
 def draw_flower(size: int, petal, centre, petals: int, rng: np.random.Generator) -> Image.Image:
     background = rng.normal((70, 130, 60), 30, (size, size, 3)).clip(0, 255).astype(np.uint8)
     image = Image.fromarray(background)
@@ -74,8 +85,11 @@ def main(argv=None) -> None:
     parser.add_argument("--per-class", type=int, default=30)
     parser.add_argument("--size", type=int, default=160)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--distinct", action="store_true",
+                        help="a colour of its own for every class (the offline demo's set); by default roses and "
+                             "tulips share a colour, as do dandelions and sunflowers")
     args = parser.parse_args(argv)
-    make_flowers(args.root, args.per_class, args.size, args.seed)
+    make_flowers(args.root, args.per_class, args.size, args.seed, DISTINCT_CLASSES if args.distinct else CLASSES)
     print(f"[INFO] wrote {args.per_class} images x {len(CLASSES)} classes to {args.root}")
 
 

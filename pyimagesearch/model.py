@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 from torchvision.models import ResNet50_Weights, resnet50
+from torchvision.models.resnet import Bottleneck
 
 from .errors import UserError
 
@@ -150,6 +151,23 @@ def set_train_mode(model: nn.Module, training: bool = True) -> nn.Module:
             if getattr(module, "keep_eval", False):
                 module.eval()
     return model
+
+
+@torch.no_grad()
+def offline_stand_in(model: nn.Module, batches) -> int:
+    """Make a randomly initialised ResNet50 a usable stand-in for ImageNet weights, offline.
+
+    Two things, both standard initialisation practice, nothing learned from labels:
+    every residual block starts as the identity (its last BatchNorm's scale set to 0, what
+    torchvision's ``zero_init_residual=True`` does), so the random body does not scramble the
+    image over 16 blocks; and every BatchNorm layer's statistics are measured on ``batches``
+    of training images (:func:`calibrate_batchnorm`). Returns the number of images used.
+    """
+    for module in model.modules():
+        last_bn = getattr(module, "bn3", None) if isinstance(module, Bottleneck) else None
+        if last_bn is not None:
+            last_bn.weight.zero_()
+    return calibrate_batchnorm(model, batches)
 
 
 @torch.no_grad()

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from . import checkpoint, cli, config, engine, fileio, plots, report
 from .create_dataloaders import as_eval, eval_image_folder, make_loader, train_image_folder
 from .errors import UserError
-from .model import calibrate_batchnorm, fold_frozen_batchnorm, load_backbone_weights
+from .model import fold_frozen_batchnorm, load_backbone_weights, offline_stand_in
 from .runtime import (
     Precision,
     init_distributed,
@@ -35,8 +35,10 @@ from .runtime import (
     unwrap,
 )
 
-# images whose BatchNorm statistics stand in for ImageNet's when --weights none
+# training images whose BatchNorm statistics stand in for ImageNet's when --weights none
 CALIBRATION_IMAGES = 128
+STAND_IN = (f"random weights with every residual block starting as the identity (torchvision's zero_init_residual) "
+            f"and BatchNorm statistics calibrated on {CALIBRATION_IMAGES} training images")
 
 
 def training_parser(description: str, *, batch_size: int, lr: float, plot: str, model: str) -> argparse.ArgumentParser:
@@ -55,8 +57,7 @@ def training_parser(description: str, *, batch_size: int, lr: float, plot: str, 
     parser.add_argument("--image-size", type=cli.positive_int, default=config.IMAGE_SIZE,
                         help="input size (default: %(default)s)")
     parser.add_argument("--weights", default=config.WEIGHTS,
-                        help="IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT, a .pth state dict, or none: random weights "
-                             f"whose BatchNorm statistics are calibrated on {CALIBRATION_IMAGES} training images, an "
+                        help=f"IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT, a .pth state dict, or none: {STAND_IN}, an "
                              "offline stand-in for smoke runs and the demo, never applied to real weights "
                              "(default: %(default)s)")
     parser.add_argument("--seed", type=int, default=config.SEED, help="random seed (default: %(default)s)")
@@ -151,9 +152,8 @@ class TrainingRun:
 
     def weights(self) -> dict[str, Any] | None:
         if self.random_weights:
-            self.log(f"[WARN] --weights none: the backbone starts from random weights, with BatchNorm statistics "
-                     f"calibrated on {CALIBRATION_IMAGES} training images as a stand-in for ImageNet's (smoke runs "
-                     "and the demo only)")
+            self.log(f"[WARN] --weights none: no ImageNet weights; the backbone is a stand-in, {STAND_IN} "
+                     "(smoke runs and the offline demo only)")
         return load_backbone_weights(self.args.weights)
 
     def prepare(self, model: nn.Module) -> nn.Module:
@@ -162,21 +162,23 @@ class TrainingRun:
         randomness for augmentation and dropout."""
         model = self.precision.prepare(model)
         if self.random_weights:
-            self.calibrate(model)
+            self.stand_in(model)
         if self.args.fold_bn:
             fold_frozen_batchnorm(model)
         # initial weights are identical everywhere by now; the draws that follow should not be
         seed_everything(self.args.seed + rank())
         return model
 
-    def calibrate(self, model: nn.Module) -> None:
-        """BatchNorm statistics from un-augmented training images, the same ones on every process."""
+    def stand_in(self, model: nn.Module) -> None:
+        """The offline stand-in for ImageNet weights, from un-augmented training images, the same
+        ones on every process."""
         ds = as_eval(train_image_folder(self.args.train, self.args.image_size), self.args.image_size)
         order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(self.args.seed))
         subset = torch.utils.data.Subset(ds, order[:CALIBRATION_IMAGES].tolist())
         loader = DataLoader(subset, batch_size=min(32, self.args.batch_size * 4), num_workers=self.num_workers)
-        seen = calibrate_batchnorm(model, (self.precision.to_device(x) for x, _ in loader))
-        self.log(f"[INFO] BatchNorm statistics calibrated on {seen} training images (--weights none stand-in)")
+        seen = offline_stand_in(model, (self.precision.to_device(x) for x, _ in loader))
+        self.log(f"[INFO] --weights none stand-in ready: residual blocks start as the identity, BatchNorm "
+                 f"statistics calibrated on {seen} training images")
 
     def loader(self, dataset, shuffle: bool, even: bool = False) -> DataLoader:
         return make_loader(dataset, self.args.batch_size, shuffle, self.num_workers,

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import sys
 
 import pytest
 import torch
 from torch import nn
 from torchvision.models import ResNet50_Weights, resnet50
 
+import build_dataset
 import fine_tune
 import train_feature_extraction
-from conftest import train_args
+from conftest import ROOT, train_args
 from pyimagesearch import checkpoint
 from pyimagesearch.errors import UserError, run_cli
 from pyimagesearch.model import build_model, freeze_batchnorm, freeze_body, load_backbone_weights, set_train_mode
@@ -164,3 +168,33 @@ def test_folding_frozen_batchnorm_changes_speed_not_results(resnet_weights_file)
 
     trainable = build_model(3, head="mlp")
     assert fold_frozen_batchnorm(trainable) == 0  # BatchNorm still learning: nothing to fold
+
+
+def test_offline_stand_in_makes_random_weights_learn_and_says_so(tmp_path, capsys):
+    """`--weights none` (the demo): without the stand-in a random body gives chance-level features."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    from make_images import DISTINCT_CLASSES, make_flowers
+
+    data = make_flowers(str(tmp_path / "photos"), per_class=20, size=64, classes=DISTINCT_CLASSES)
+    base = str(tmp_path / "dataset")
+    build_dataset.main(["--data", data, "--output", base, "--val-split", "0.34", "--no-progress"])
+    train_feature_extraction.main(train_args(tmp_path, base, "warmup", "--epochs", "20", "--batch-size", "16",
+                                             "--image-size", "64", "--no-report"))
+    out = capsys.readouterr().out
+    assert "zero_init_residual" in out and re.search(r"calibrated on [0-9]+ training images", out)
+    history = json.loads((tmp_path / "output" / "warmup_history.json").read_text())
+    assert history[-1]["val_acc"] >= 0.8 and history[-1]["train_loss"] < history[0]["train_loss"] / 2
+
+
+def test_offline_stand_in_sets_identity_blocks_and_data_statistics():
+    from pyimagesearch.model import offline_stand_in
+
+    torch.manual_seed(0)
+    model = resnet50().eval()
+    images = [torch.rand(4, 3, 32, 32) for _ in range(3)]
+    assert offline_stand_in(model, images) == 12
+    assert all(float(block.bn3.weight.abs().max()) == 0 for layer in (model.layer1, model.layer4) for block in layer)
+    with torch.no_grad():
+        stem = model.conv1(torch.cat(images))
+    torch.testing.assert_close(model.bn1.running_mean, stem.mean((0, 2, 3)), rtol=1e-4, atol=1e-5)
+    assert model.bn1.momentum == 0.1 and not model.bn1.training  # settings restored after measuring

@@ -42,18 +42,35 @@ def test_metrics_match_their_definitions_on_a_hand_example():
     assert empty["classes"][1] == {"class": "y", "precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
 
 
-def test_evaluate_report_agrees_with_a_hand_count(tmp_path):
+def test_macro_f1_averages_over_every_class_of_the_model():
+    # class "c" is absent from the folder and never predicted: scikit-learn's macro average over
+    # all labels counts it as F1 0 (f1_score(..., labels=[0, 1, 2], average="macro", zero_division=0))
+    matrix = confusion_matrix([0, 0, 1, 1], [0, 1, 1, 1], 3)
+    result = classification_report(matrix, ["a", "b", "c"])
+    f1_a = 2 * 1.0 * 0.5 / 1.5
+    f1_b = 2 * (2 / 3) * 1.0 / (2 / 3 + 1.0)
+    assert result["macro_f1"] == pytest.approx((f1_a + f1_b + 0.0) / 3)
+
+
+def test_evaluate_report_agrees_with_a_hand_count(tmp_path, capsys):
     data = make_image_folder(str(tmp_path / "photos"), per_class=9, classes=CONFUSABLE)
     base = str(tmp_path / "dataset")
     build_dataset.main(["--data", data, "--output", base, "--val-split", "0.34", "--no-progress"])
     train_feature_extraction.main(train_args(tmp_path, base, "warmup", "--epochs", "6", "--batch-size", "8"))
+    assert "predictions from the run's cached features" in capsys.readouterr().out  # the body did not run again
     out = tmp_path / "output"
-    report = json.loads((out / "warmup_model_report.json").read_text())  # written after training
-    assert report["count"] == 9 and report["class_names"] == sorted(CONFUSABLE)
+    after_training = json.loads((out / "warmup_model_report.json").read_text())
+    assert after_training["count"] == 9 and after_training["class_names"] == sorted(CONFUSABLE)
 
     inference.main(["--model", str(out / "warmup_model.pth"), "--evaluate", os.path.join(base, "val"),
                     "--output", str(tmp_path / "eval"), "--device", "cpu", "--num-workers", "0", "--no-progress"])
     report = json.loads((tmp_path / "eval" / "warmup_model_report.json").read_text())
+    # the report from cached features says what a fresh evaluation of the saved model says
+    for key in ("confusion_matrix", "count"):
+        assert after_training[key] == report[key]
+    for key in ("accuracy", "macro_f1"):
+        assert after_training[key] == pytest.approx(report[key])
+    assert [m["path"] for m in after_training["mistakes"]] == [m["path"] for m in report["mistakes"]]
 
     # hand count: predict each validation image on its own and tally
     from pyimagesearch import checkpoint
