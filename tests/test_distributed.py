@@ -53,3 +53,19 @@ def test_torchrun_two_processes_write_one_set_of_outputs(tmp_path, odd_dataset, 
     with torch.no_grad():
         logits = model(torch.randn(2, 3, 32, 32))
     assert logits.shape == (2, len(meta["class_names"])) and torch.isfinite(logits).all()
+
+
+def test_each_process_draws_its_own_augmentation_from_identical_weights(tmp_path, odd_dataset):
+    root, _ = odd_dataset
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               os.path.join(ROOT, "tests", "ddp_draws.py"), "--train", str(root / "dataset" / "train"),
+               "--val", str(root / "dataset" / "val"), "--weights", "none", "--image-size", "32",
+               "--num-workers", "1", "--device", "cpu", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    draws = {d["rank"]: d for d in (json.loads(line) for line in result.stdout.splitlines() if line.startswith("{"))}
+    assert sorted(draws) == [0, 1]
+    assert draws[0]["weights"] == draws[1]["weights"]  # one model, initialised once
+    assert draws[0]["augmentation"] != draws[1]["augmentation"]  # main-process transforms
+    assert draws[0]["worker"] != draws[1]["worker"]  # DataLoader workers

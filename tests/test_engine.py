@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from pyimagesearch.engine import evaluate, fit, train_one_epoch
+from pyimagesearch.engine import evaluate, extract_features, fit, train_one_epoch
 from pyimagesearch.runtime import Precision
 
 CPU = Precision(torch.device("cpu"))
@@ -91,3 +91,36 @@ def test_fit_records_one_history_entry_per_epoch():
     assert [r["epoch"] for r in history] == [1, 2, 3] and ends == history
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert all(r["val_count"] == 12 for r in history)
+
+
+def test_gradient_accumulation_all_reduces_only_before_a_step(tmp_path):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    try:
+        model = nn.parallel.DistributedDataParallel(nn.Linear(4, 3))
+        all_reduces = []
+
+        def count(state, bucket):
+            all_reduces.append(bucket.index())
+            future = torch.futures.Future()
+            future.set_result(bucket.buffer())
+            return future
+
+        model.register_comm_hook(None, count)
+        train_one_epoch(model, DataLoader(_data(n=10), batch_size=2), nn.CrossEntropyLoss(),
+                        torch.optim.SGD(model.parameters(), lr=0.1), CPU, grad_accum_steps=2, progress=False)
+        # five batches, steps after batches 2 and 4 and the flush after 5: one all-reduce per step
+        assert len(all_reduces) == 3
+    finally:
+        dist.destroy_process_group()
+
+
+def test_an_empty_share_of_a_small_validation_set_is_not_an_error():
+    """Under torchrun with more processes than validation images, a process gets no images."""
+    empty = DataLoader(TensorDataset(torch.empty(0, 3, 4, 4), torch.empty(0, dtype=torch.long)), batch_size=4)
+    features, labels = extract_features(nn.Flatten(), empty, CPU, progress=False)
+    assert len(features) == 0 and len(labels) == 0
+    metrics = evaluate(nn.Linear(48, 3), DataLoader(TensorDataset(features, labels), batch_size=4),
+                       nn.CrossEntropyLoss(), CPU, progress=False)
+    assert metrics["count"] == 0

@@ -85,6 +85,22 @@ def test_compiled_head_trains_and_saves_a_plain_checkpoint(tmp_path, splits):
     assert meta["config"]["compile"] is True
 
 
+def test_compiled_fine_tuning_with_folded_batchnorm_trains_and_saves_a_plain_checkpoint(tmp_path, splits):
+    import json
+
+    import fine_tune
+    from conftest import train_args
+    from pyimagesearch import checkpoint
+
+    fine_tune.main(train_args(tmp_path, splits, "finetune", "--compile", "--fold-bn", "--epochs", "1", "--no-report"))
+    model, meta = checkpoint.load(str(tmp_path / "output" / "finetune_model.pth"))  # strict keys: no wrappers
+    assert meta["config"]["compile"] is True and meta["config"]["fold_bn"] is True
+    history = json.loads((tmp_path / "output" / "finetune_history.json").read_text())
+    assert history[0]["train_count"] == 12 and torch.isfinite(torch.tensor(history[0]["train_loss"]))
+    with torch.no_grad():
+        assert torch.isfinite(model(torch.randn(2, 3, 32, 32))).all()
+
+
 def test_under_torchrun_each_process_takes_its_local_gpu(monkeypatch):
     monkeypatch.setenv("RANK", "3")
     monkeypatch.setenv("WORLD_SIZE", "4")
@@ -95,3 +111,28 @@ def test_under_torchrun_each_process_takes_its_local_gpu(monkeypatch):
     with pytest.raises(UserError, match="every process on GPU 0"):
         resolve_device("cuda:0")  # would put all four processes on one GPU
     assert resolve_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.parametrize("cores,device,expected", [(16, "cuda", 15), (64, "cuda", 16), (2, "cuda", 1),
+                                                   (16, "cpu", 4), (2, "cpu", 2), (1, "cpu", 1), (10, "mps", 9)])
+def test_auto_workers_follow_the_device_and_the_cores(monkeypatch, cores, device, expected):
+    monkeypatch.setattr(runtime, "cpu_count", lambda: cores)
+    assert runtime.resolve_workers("auto", torch.device(device)) == expected
+    assert runtime.resolve_workers(None, torch.device(device)) == expected
+    assert runtime.resolve_workers(3, torch.device(device)) == 3  # a number always wins
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create:UserWarning")
+def test_num_workers_flag_and_config_override_auto(monkeypatch):
+    import fine_tune
+    from pyimagesearch import config
+
+    assert fine_tune.build_parser().parse_args([]).num_workers == config.NUM_WORKERS == "auto"
+    assert fine_tune.build_parser().parse_args(["--num-workers", "0"]).num_workers == 0
+    monkeypatch.setattr(runtime, "cpu_count", lambda: 16)
+    from pyimagesearch.create_dataloaders import make_loader
+
+    monkeypatch.setattr(config, "NUM_WORKERS", 2)
+    assert make_loader(TensorDataset(torch.zeros(4)), 2, False, device="cuda").num_workers == 2
+    monkeypatch.setattr(config, "NUM_WORKERS", "auto")
+    assert make_loader(TensorDataset(torch.zeros(4)), 2, False, device="cuda").num_workers == 15
