@@ -1,10 +1,16 @@
-"""Predict with a trained checkpoint: a random validation batch, your own photos, or a full report.
+"""Predict with a trained checkpoint: a random validation batch, your own photos, a full report,
+video and camera frames, or an export that runs without PyTorch.
 
 Usage:
     python inference.py --model output/finetune_model.pth                    # random val batch -> picture
     python inference.py --model output/warmup_model.pth --show               # ... and open a window
     python inference.py --model output/finetune_model.pth --images my.jpg photos/   # top-k per image
+    python inference.py --model output/finetune_model.pth --images photos/ --annotate output/annotated
     python inference.py --model output/finetune_model.pth --evaluate dataset/val    # metrics + confusion matrix
+    python inference.py --model output/finetune_model.pth --video garden.mp4        # annotated video + CSV
+    python inference.py --model output/finetune_model.pth --camera 0 --show         # live, Ctrl-C or q to stop
+    python inference.py --model output/finetune_model.pth --export output/finetune_model.onnx
+    python inference.py --model output/finetune_model.onnx --images my.jpg          # OpenCV DNN, no PyTorch model
 
 The model is rebuilt from the checkpoint alone (architecture, head, class names, image size,
 mean/std); nothing needs to match config.py.
@@ -15,17 +21,24 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from pyimagesearch import cli, config, fileio, predict
-from pyimagesearch.errors import run_cli
+from pyimagesearch import annotate, cli, config, deploy, fileio, predict, video
+from pyimagesearch.errors import UserError, run_cli
 from pyimagesearch.runtime import seed_everything
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      parents=[cli.runtime_parser()])
-    parser.add_argument("-m", "--model", required=True, help="path to a trained checkpoint (.pth)")
+    parser.add_argument("-m", "--model", required=True,
+                        help="a trained checkpoint (.pth), or a model exported with --export (.onnx)")
     parser.add_argument("--images", nargs="+", metavar="PATH", help="image files and/or folders to classify")
+    parser.add_argument("--annotate", metavar="DIR",
+                        help="with --images: write each photo with its label drawn on it, and a montage, to DIR")
     parser.add_argument("--evaluate", metavar="DIR", help="class-folder tree to evaluate (e.g. dataset/val)")
+    parser.add_argument("--video", metavar="PATH", help="classify the frames of a video file")
+    parser.add_argument("--camera", type=cli.non_negative_int, metavar="N", help="classify a camera's frames (index N)")
+    parser.add_argument("--export", metavar="PATH.onnx",
+                        help="write the checkpoint as ONNX, with its metadata beside it as PATH.json, and stop")
     parser.add_argument("--val", default=config.VAL, help="folder the random batch comes from (default: %(default)s)")
     parser.add_argument("--batch-size", type=cli.positive_int, default=config.PRED_BATCH_SIZE,
                         help="images in the random batch (default: %(default)s)")
@@ -36,22 +49,40 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", default=config.OUTPUT_PATH, help="folder for pictures and tables (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=None, help="seed for the random batch (default: a new one each run)")
     parser.add_argument("--show", action="store_true", help="also open a window (needs a display)")
+    parser.add_argument("--max-frames", type=cli.positive_int, help="stop --video/--camera after this many frames")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if args.annotate and not args.images:
+        raise UserError("--annotate draws on the photos given with --images; add --images PATH...")
+    if args.video and args.camera is not None:
+        raise UserError("--video and --camera: choose one source of frames.")
+    if args.export:
+        meta = deploy.export_onnx(args.model, args.export)
+        print(f"[INFO] wrote {args.export} and {deploy.metadata_path(args.export)} "
+              f"({len(meta['class_names'])} classes, {meta['image_size']} px)")
+        return
     fileio.check_writable_folder(args.output, "--output")
+    if args.annotate:
+        fileio.check_writable_folder(args.annotate, "--annotate")
     if args.seed is not None:
         seed_everything(args.seed)
     predictor = predict.load_predictor(args)
     if args.images:
-        predict.classify_files(predictor, args.images, args.output, top_k=args.top_k,
-                               batch_size=args.eval_batch_size, model_path=args.model)
+        rows = predict.classify_files(predictor, args.images, args.output, top_k=args.top_k,
+                                      batch_size=args.eval_batch_size, model_path=args.model)
+        if args.annotate:
+            written = annotate.annotate_files(rows, args.annotate, f"{predictor.stem}_montage.jpg")
+            print(f"[INFO] wrote {len(written) - 1} annotated photo(s) and {written[-1]}")
     if args.evaluate:
         predict.evaluate_folder(predictor, args.evaluate, args.output, batch_size=args.eval_batch_size,
                                 progress=args.progress)
-    if not args.images and not args.evaluate:
+    if args.video or args.camera is not None:
+        video.classify_stream(predictor, args.video if args.video else args.camera, args.output, top_k=args.top_k,
+                              show=args.show, progress=args.progress, max_frames=args.max_frames)
+    if not (args.images or args.evaluate or args.video or args.camera is not None):
         path = predict.random_batch(predictor, args.val, args.batch_size, args.output)
         if args.show:
             predict.show(path)

@@ -5,6 +5,7 @@ Usage:
     python benchmarks/bench_training.py --data flower_photos --per-class 0 --epochs 2
     python benchmarks/bench_training.py --weights ~/.cache/torch/hub/checkpoints/resnet50-0676ba61.pth
     python benchmarks/bench_training.py --only ft-tutorial ft-project --repeats 3   # median of 3 rounds
+    python benchmarks/bench_training.py --only loader ft-project                   # size the DataLoader workers
 
 "Tutorial style" is the tutorial's own loop: fp32, NCHW, ``model.train()`` on the whole network
 (so BatchNorm runs in training mode), features recomputed every epoch, Pillow's default loader,
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import shutil
@@ -210,24 +212,37 @@ def calibrated_weights(args, path: str, images: int = 64) -> str:
     from torchvision.models import resnet50
 
     from pyimagesearch.create_dataloaders import eval_transforms
+    from pyimagesearch.model import calibrate_batchnorm
 
     torch.manual_seed(args.seed)
     model = resnet50()
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.momentum = None  # a plain average over every batch seen
     ds = datasets.ImageFolder(os.path.join(args.dataset, "train"), eval_transforms(args.image_size))
-    loader = torch.utils.data.DataLoader(ds, batch_size=16, shuffle=True)
-    model.train()
-    seen = 0
-    with torch.no_grad():
-        for x, _ in loader:
-            model(x)
-            seen += len(x)
-            if seen >= images:
-                break
+    subset = torch.utils.data.Subset(ds, torch.randperm(len(ds))[:images].tolist())
+    calibrate_batchnorm(model, (x for x, _ in torch.utils.data.DataLoader(subset, batch_size=16)))
     torch.save(model.state_dict(), path)
     return path
+
+
+def loader_rate(args, passes: int = 2) -> dict:
+    """Images/s the training DataLoader delivers (decode + augmentation) with 1 and 2 workers and a
+    warm page cache: what one worker feeds, to size the workers against the model's speed."""
+    import torch
+
+    from pyimagesearch.create_dataloaders import train_image_folder
+
+    ds = train_image_folder(os.path.join(args.dataset, "train"), args.image_size)
+    rates = {}
+    for workers in (1, 2):
+        loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, shuffle=True, num_workers=workers,
+                                             persistent_workers=True)
+        for _ in loader:  # warm-up: workers started, files in the page cache
+            pass
+        started, count = time.perf_counter(), 0
+        for _ in range(passes):
+            for x, _ in loader:
+                count += len(x)
+        rates[workers] = count / (time.perf_counter() - started)
+    return {"images_per_s": rates, "per_worker": rates[1]}
 
 
 def child(args) -> None:
@@ -252,6 +267,8 @@ def child(args) -> None:
         result = arithmetic_ceiling(args)
     elif kind == "decode":
         result = decode_cost(args)
+    elif kind == "loader":
+        result = loader_rate(args)
     else:
         raise SystemExit(f"unknown run {kind}")
     print("RESULT " + json.dumps(result), flush=True)
@@ -270,7 +287,7 @@ def measure(kind: str, args, argv: list[str]) -> dict:
 def measure_all(kinds: list[str], args, argv: list[str], measure=measure) -> dict:
     """Every timed kind ``args.repeats`` times, round robin, so that a slow spell on a shared
     machine falls on all of them alike; each keeps its median run, with all its totals beside it."""
-    once = [kind for kind in kinds if kind in ("ceiling", "decode")]
+    once = [kind for kind in kinds if kind in ("ceiling", "decode", "loader")]
     results = {kind: measure(kind, args, argv) for kind in once}
     runs: dict[str, list[dict]] = {kind: [] for kind in kinds if kind not in once}
     for _ in range(args.repeats):
@@ -327,8 +344,8 @@ def main(argv=None) -> None:
         passthrough = [*(argv if argv is not None else sys.argv[1:]), "--device", args.device]
         if args.weights == "none":
             passthrough += ["--weights", calibrated_weights(args, os.path.join(work, "calibrated-resnet50.pth"))]
-        kinds = args.only or ["ceiling", "decode", "fe-tutorial", "fe-project-uncached", "fe-project-cached", "fe-project-views",
-                              "ft-tutorial", "ft-project"]
+        kinds = args.only or ["ceiling", "decode", "loader", "fe-tutorial", "fe-project-uncached", "fe-project-cached",
+                              "fe-project-views", "ft-tutorial", "ft-project"]
         results = measure_all(kinds, args, passthrough)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -386,6 +403,20 @@ def report(results: dict, args) -> None:
                 print(f"  {project_kind}: at that rate with no other cost, {tutorial['train_images'] * epochs / best:.2f} "
                       f"images/s end to end, {_total(tutorial) / best:.2f}x the tutorial style")
                 results.setdefault("ceiling_ratio", {})[project_kind] = _total(tutorial) / best
+    loader = results.get("loader")
+    if loader:
+        per_worker = loader["per_worker"]
+        two = loader["images_per_s"].get("2", loader["images_per_s"].get(2))
+        print(f"training loader (decode + augmentation, warm cache): {per_worker:.0f} images/s with 1 worker, "
+              f"{two:.0f} with 2")
+        for label, kind in (("fine-tuning", "ft-project"), ("feature extraction, no cache", "fe-project-uncached")):
+            run = results.get(kind)
+            if run:
+                speed = run["train_images"] * len(run["epochs"]) / sum(e["seconds"] for e in run["epochs"])
+                needed = math.ceil(speed / per_worker)
+                print(f"  {label} trains at {speed:.1f} images/s here: {needed} worker(s) keep it fed "
+                      f"(the loader stops being the bottleneck from {needed})")
+                results.setdefault("workers_needed", {})[kind] = needed
     width = max(len(r[0]) for r in rows) if rows else 10
     print(f"{'run (end to end)':<{width}}  {'images/s':>8}  {'ratio':>6}  {'peak MiB':>8}  {'val acc':>7}  "
           f"{'ratio per round':>15}")

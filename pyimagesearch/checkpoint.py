@@ -15,7 +15,8 @@ from .fileio import atomic_write
 from .model import ARCH, HEADS, build_head, build_model
 from .runtime import unwrap
 
-REQUIRED_KEYS = ("model", "arch", "head", "class_names", "image_size", "mean", "std")
+META_KEYS = ("arch", "head", "class_names", "image_size", "mean", "std")
+REQUIRED_KEYS = ("model", *META_KEYS)
 
 
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 4096
@@ -58,40 +59,47 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _refuse(path: str, what: str) -> UserError:
+    return UserError(f"'{path}' is not a usable flowers-transfer checkpoint: {what}. Retrain with this "
+                     "project's scripts (train_feature_extraction.py or fine_tune.py).")
+
+
+def validate_meta(meta: Any, path: str, keys: tuple[str, ...] = META_KEYS) -> None:
+    """The metadata inference relies on: architecture, head, class names, image size, mean/std."""
+    if not isinstance(meta, dict) or any(key not in meta for key in keys):
+        missing = [k for k in keys if not isinstance(meta, dict) or k not in meta]
+        raise _refuse(path, f"it lacks the fields {missing}")
+    if meta["arch"] != ARCH:
+        raise _refuse(path, f"it holds a {meta['arch']!r} model, and this project builds {ARCH}")
+    if meta["head"] not in HEADS:
+        raise _refuse(path, f"its head {meta['head']!r} is none of {list(HEADS)}")
+    names = meta["class_names"]
+    if not isinstance(names, list) or len(names) < 2 or not all(isinstance(n, str) for n in names):
+        raise _refuse(path, f"class_names must be a list of at least two names, not {names!r}")
+    size = meta["image_size"]
+    if not (isinstance(size, int) and not isinstance(size, bool) and MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE):
+        raise _refuse(path, f"image_size must be a whole number from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}, not {size!r}")
+    for key in ("mean", "std"):
+        values = meta[key]
+        if not (isinstance(values, (list, tuple)) and len(values) == 3 and all(_is_number(v) for v in values)):
+            raise _refuse(path, f"{key} must be three numbers (one per RGB channel), not {values!r}")
+    if any(v <= 0 for v in meta["std"]):
+        raise _refuse(path, f"std must be positive, not {meta['std']!r}")
+
+
 def validate(payload: Any, path: str) -> None:
     """The metadata must describe the weights: architecture, head, class count, image size, mean/std."""
-    def refuse(what: str) -> UserError:
-        return UserError(f"'{path}' is not a usable flowers-transfer checkpoint: {what}. Retrain with this "
-                         "project's scripts (train_feature_extraction.py or fine_tune.py).")
-
-    if not isinstance(payload, dict) or any(key not in payload for key in REQUIRED_KEYS):
-        missing = [k for k in REQUIRED_KEYS if not isinstance(payload, dict) or k not in payload]
-        raise refuse(f"it lacks the fields {missing}")
-    if payload["arch"] != ARCH:
-        raise refuse(f"it holds a {payload['arch']!r} model, and this project builds {ARCH}")
-    if payload["head"] not in HEADS:
-        raise refuse(f"its head {payload['head']!r} is none of {list(HEADS)}")
+    validate_meta(payload, path, REQUIRED_KEYS)
     names = payload["class_names"]
-    if not isinstance(names, list) or len(names) < 2 or not all(isinstance(n, str) for n in names):
-        raise refuse(f"class_names must be a list of at least two names, not {names!r}")
-    size = payload["image_size"]
-    if not (isinstance(size, int) and not isinstance(size, bool) and MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE):
-        raise refuse(f"image_size must be a whole number from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}, not {size!r}")
-    for key in ("mean", "std"):
-        values = payload[key]
-        if not (isinstance(values, (list, tuple)) and len(values) == 3 and all(_is_number(v) for v in values)):
-            raise refuse(f"{key} must be three numbers (one per RGB channel), not {values!r}")
-    if any(v <= 0 for v in payload["std"]):
-        raise refuse(f"std must be positive, not {payload['std']!r}")
     state = payload["model"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise refuse("its 'model' entry is not a state dict of tensors")
+        raise _refuse(path, "its 'model' entry is not a state dict of tensors")
     out_key = "fc.weight" if payload["head"] == "linear" else f"fc.{len(build_head(1, 1, payload['head'])) - 1}.weight"
     outputs = state.get(out_key)
     if outputs is None or outputs.dim() != 2 or outputs.shape[0] != len(names):
         found = "no such layer" if outputs is None else f"{tuple(outputs.shape)}"
-        raise refuse(f"its {payload['head']} head should end in {out_key} with {len(names)} outputs, one per class "
-                     f"name, but has {found}")
+        raise _refuse(path, f"its {payload['head']} head should end in {out_key} with {len(names)} outputs, one per "
+                            f"class name, but has {found}")
 
 
 def load(path: str, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:

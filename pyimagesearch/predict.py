@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from . import checkpoint, engine, fileio, plots, report
+from . import checkpoint, deploy, engine, fileio, plots, report
 from .create_dataloaders import eval_image_folder, eval_loader, eval_transforms, make_loader
 from .errors import UserError
 from .images import is_image_file, is_regular_file
@@ -51,16 +51,22 @@ class Predictor:
 
 
 def load_predictor(args: argparse.Namespace) -> Predictor:
-    """The model rebuilt from the checkpoint alone, frozen, folded and on the device."""
+    """The model rebuilt from the checkpoint alone, frozen, folded and on the device; or an
+    exported ``.onnx`` file, run by OpenCV's DNN module on the CPU."""
+    stem = os.path.splitext(os.path.basename(args.model))[0]
+    print("[INFO] loading the model...")
+    if args.model.lower().endswith(".onnx"):
+        model, meta = deploy.load_onnx(args.model)
+        cpu = torch.device("cpu")
+        print("[INFO] running the exported model with OpenCV's DNN module on the CPU")
+        return Predictor(model, meta, Precision(cpu), resolve_workers(args.num_workers, cpu), stem)
     device = resolve_device(args.device)
     precision = Precision(device, resolve_amp(args.amp, device), args.channels_last)
-    print("[INFO] loading the model...")
     model, meta = checkpoint.load(args.model)
     model.requires_grad_(False)
     if args.fold_bn:
         fold_frozen_batchnorm(model)
     model = precision.prepare(model).eval()
-    stem = os.path.splitext(os.path.basename(args.model))[0]
     return Predictor(model, meta, precision, resolve_workers(args.num_workers, device), stem)
 
 

@@ -1,0 +1,90 @@
+"""Labels drawn on pictures with OpenCV, and a montage of them with imutils.
+
+Pillow decodes the photo (EXIF orientation applied, as for the model); OpenCV only draws on the
+pixels and encodes the result, so nothing here changes what the model sees.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import cv2
+import imutils
+import numpy as np
+from PIL import Image
+
+from . import fileio
+from .images import load_rgb
+
+GREEN = (0, 255, 0)  # the label colour of PyImageSearch's OpenCV examples (BGR)
+BLACK = (0, 0, 0)
+MONTAGE_TILE = (256, 256)
+WRITABLE = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def to_bgr(image: Image.Image) -> np.ndarray:
+    return cv2.cvtColor(np.asarray(image.convert("RGB")), cv2.COLOR_RGB2BGR)
+
+
+def draw_lines(frame: np.ndarray, lines: Sequence[str], color: tuple[int, int, int] = GREEN) -> np.ndarray:
+    """Text lines in the top-left corner, sized to the picture, on a dark band so they read on any
+    background. Draws on ``frame`` in place and returns it."""
+    height, width = frame.shape[:2]
+    scale = max(0.4, min(width, height) / 500)
+    thickness = max(1, round(scale * 2))
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    y = 0
+    for line in lines:
+        (text_width, text_height), baseline = cv2.getTextSize(line, font, scale, thickness)
+        band = text_height + baseline + 2 * thickness + 6
+        cv2.rectangle(frame, (0, y), (min(width, text_width + 12), y + band), BLACK, -1)
+        cv2.putText(frame, line, (6, y + text_height + 3 + thickness), font, scale, color, thickness, cv2.LINE_AA)
+        y += band
+    return frame
+
+
+def write_image(path: str, frame: np.ndarray) -> None:
+    """Encode with OpenCV and write atomically (cv2.imwrite cannot write every file name everywhere)."""
+    ok, encoded = cv2.imencode(os.path.splitext(path)[1].lower() or ".jpg", frame)
+    if not ok:  # pragma: no cover - the extensions above always encode
+        raise OSError(f"OpenCV could not encode {path}")
+
+    def write(temp: str) -> None:
+        with open(temp, "wb") as handle:
+            handle.write(encoded.tobytes())
+
+    fileio.atomic_write(path, write)
+
+
+def _label(row: dict) -> str:
+    top = row["top"][0]
+    return f"{top['class']}: {top['probability'] * 100:.1f}%"
+
+
+def annotate_files(rows: Sequence[dict], folder: str, montage_name: str) -> list[str]:
+    """Each classified photo at its own size with its top-1 label drawn on it, as
+    ``<folder>/<name>_annotated.<ext>``, plus one montage of all of them; returns the paths."""
+    fileio.check_writable_folder(folder, "--annotate")
+    written, tiles, used = [], [], set()
+    for row in rows:
+        frame = draw_lines(to_bgr(load_rgb(row["path"])), [_label(row)])
+        stem, extension = os.path.splitext(os.path.basename(row["path"]))
+        extension = extension.lower() if extension.lower() in WRITABLE else ".jpg"
+        name, n = f"{stem}_annotated{extension}", 1
+        while name in used:  # the same file name from two folders
+            n += 1
+            name = f"{stem}_annotated_{n}{extension}"
+        used.add(name)
+        path = os.path.join(folder, name)
+        write_image(path, frame)
+        written.append(path)
+        tiles.append(frame)
+    if tiles:
+        columns = min(4, len(tiles))
+        rows_needed = -(-len(tiles) // columns)
+        montage = imutils.build_montages(tiles, MONTAGE_TILE, (columns, rows_needed))[0]
+        path = os.path.join(folder, montage_name)
+        write_image(path, montage)
+        written.append(path)
+    return written
