@@ -6,6 +6,7 @@ Usage:
     python benchmarks/bench_training.py --weights ~/.cache/torch/hub/checkpoints/resnet50-0676ba61.pth
     python benchmarks/bench_training.py --only ft-tutorial ft-project --repeats 3   # median of 3 rounds
     python benchmarks/bench_training.py --only loader ft-project                   # size the DataLoader workers
+    python benchmarks/bench_training.py --only latency --device cpu                # PyTorch vs OpenCV DNN, one image
 
 "Tutorial style" is the tutorial's own loop: fp32, NCHW, ``model.train()`` on the whole network
 (so BatchNorm runs in training mode), features recomputed every epoch, Pillow's default loader,
@@ -245,6 +246,51 @@ def loader_rate(args, passes: int = 2) -> dict:
     return {"images_per_s": rates, "per_worker": rates[1]}
 
 
+def single_image_latency(args, runs: int = 20) -> dict:
+    """Milliseconds to classify one image on the CPU: the PyTorch checkpoint as inference.py runs it
+    (BatchNorm folded, channels_last, AMP auto) and in plain fp32, and the same model exported to
+    ONNX and run by OpenCV's DNN module. Medians after warm-up."""
+    import statistics
+
+    import torch
+
+    from pyimagesearch import checkpoint, deploy, engine
+    from pyimagesearch.model import build_model, fold_frozen_batchnorm
+    from pyimagesearch.runtime import Precision, resolve_amp
+
+    work = tempfile.mkdtemp()
+    try:
+        model = build_model(5, "mlp").eval()
+        meta = {"head": "mlp", "class_names": [f"c{i}" for i in range(5)], "image_size": args.image_size,
+                "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "epoch": 0, "metrics": {}}
+        path = os.path.join(work, "model.pth")
+        checkpoint.save(path, model, meta)
+        deploy.export_onnx(path, os.path.join(work, "model.onnx"))
+        cpu = torch.device("cpu")
+        runners = {}
+        for name, amp, fold, channels_last in (("pytorch_default", "auto", True, True), ("pytorch_fp32", "off", False, False)):
+            loaded, _ = checkpoint.load(path)
+            if fold:
+                fold_frozen_batchnorm(loaded.requires_grad_(False))
+            precision = Precision(cpu, resolve_amp(amp, cpu), channels_last)
+            runners[name] = (precision.prepare(loaded).eval(), precision)
+        runners["opencv_dnn"] = (deploy.load_onnx(os.path.join(work, "model.onnx"))[0], Precision(cpu))
+        x = torch.rand(1, 3, args.image_size, args.image_size)
+        result = {}
+        for name, (runner, precision) in runners.items():
+            times = []
+            for i in range(runs + 3):
+                started = time.perf_counter()
+                engine.probabilities(runner, x, precision)
+                if i >= 3:
+                    times.append(time.perf_counter() - started)
+            result[name] = statistics.median(times) * 1000
+        result["amp"] = str(runners["pytorch_default"][1].amp_dtype)
+        return result
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def child(args) -> None:
     """One measurement in its own process: prints a JSON line."""
     import torch
@@ -269,6 +315,8 @@ def child(args) -> None:
         result = decode_cost(args)
     elif kind == "loader":
         result = loader_rate(args)
+    elif kind == "latency":
+        result = single_image_latency(args)
     else:
         raise SystemExit(f"unknown run {kind}")
     print("RESULT " + json.dumps(result), flush=True)
@@ -287,7 +335,7 @@ def measure(kind: str, args, argv: list[str]) -> dict:
 def measure_all(kinds: list[str], args, argv: list[str], measure=measure) -> dict:
     """Every timed kind ``args.repeats`` times, round robin, so that a slow spell on a shared
     machine falls on all of them alike; each keeps its median run, with all its totals beside it."""
-    once = [kind for kind in kinds if kind in ("ceiling", "decode", "loader")]
+    once = [kind for kind in kinds if kind in ("ceiling", "decode", "loader", "latency")]
     results = {kind: measure(kind, args, argv) for kind in once}
     runs: dict[str, list[dict]] = {kind: [] for kind in kinds if kind not in once}
     for _ in range(args.repeats):
@@ -344,7 +392,7 @@ def main(argv=None) -> None:
         passthrough = [*(argv if argv is not None else sys.argv[1:]), "--device", args.device]
         if args.weights == "none":
             passthrough += ["--weights", calibrated_weights(args, os.path.join(work, "calibrated-resnet50.pth"))]
-        kinds = args.only or ["ceiling", "decode", "loader", "fe-tutorial", "fe-project-uncached", "fe-project-cached",
+        kinds = args.only or ["ceiling", "decode", "loader", "latency", "fe-tutorial", "fe-project-uncached", "fe-project-cached",
                               "fe-project-views", "ft-tutorial", "ft-project"]
         results = measure_all(kinds, args, passthrough)
     finally:
@@ -403,6 +451,12 @@ def report(results: dict, args) -> None:
                 print(f"  {project_kind}: at that rate with no other cost, {tutorial['train_images'] * epochs / best:.2f} "
                       f"images/s end to end, {_total(tutorial) / best:.2f}x the tutorial style")
                 results.setdefault("ceiling_ratio", {})[project_kind] = _total(tutorial) / best
+    latency = results.get("latency")
+    if latency:
+        print(f"one image on the CPU: PyTorch checkpoint {latency['pytorch_default']:.1f} ms as inference.py runs it "
+              f"(AMP {latency['amp']}), {latency['pytorch_fp32']:.1f} ms in plain fp32; the same model through "
+              f"OpenCV DNN (ONNX) {latency['opencv_dnn']:.1f} ms, {latency['opencv_dnn'] / latency['pytorch_default']:.2f}x "
+              f"the first's time and {latency['opencv_dnn'] / latency['pytorch_fp32']:.2f}x the second's")
     loader = results.get("loader")
     if loader:
         per_worker = loader["per_worker"]

@@ -42,3 +42,21 @@ def test_repeats_run_round_robin_and_report_the_median_run():
     assert results["ft-tutorial"]["total_seconds"] == 60.0 and results["ft-tutorial"]["totals"] == [30.0, 90.0, 60.0]
     assert results["ft-project"]["total_seconds"] == 20.0 and results["ft-project"]["run"] == 3  # its first round
     assert results["ceiling"] == {"gemm_flops": 1e11}
+
+
+def test_latency_row_times_the_checkpoint_and_its_opencv_export(capsys):
+    latency = bench_training.single_image_latency(argparse.Namespace(image_size=32), runs=2)
+    assert {"pytorch_default", "pytorch_fp32", "opencv_dnn"} <= set(latency)
+    assert all(latency[k] > 0 for k in ("pytorch_default", "pytorch_fp32", "opencv_dnn"))
+    bench_training.report({"latency": latency}, argparse.Namespace(fe_epochs=1, epochs=1, views=1))
+    assert "OpenCV DNN (ONNX)" in capsys.readouterr().out
+
+
+def test_loader_sizing_names_the_workers_that_keep_training_fed(capsys):
+    results = {"loader": {"images_per_s": {"1": 400.0, "2": 780.0}, "per_worker": 400.0},
+               "ft-project": {"train_images": 1000, "epochs": [{"seconds": 0.4}, {"seconds": 0.4}], "peak_mb": 1,
+                              "val_acc": 0.5, "total_seconds": 1.0}}
+    bench_training.report(results, argparse.Namespace(fe_epochs=1, epochs=2, views=1))
+    # 2,000 images in 0.8 s = 2,500 images/s; 400 per worker: 7 workers
+    assert "2500.0 images/s here: 7 worker(s)" in capsys.readouterr().out
+    assert results["workers_needed"]["ft-project"] == 7
