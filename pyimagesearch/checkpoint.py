@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import UserError
+from .errors import UserError, first_line
 from .fileio import atomic_write
 from .model import ARCH, HEADS, build_head, build_model
 from .runtime import unwrap
@@ -48,11 +48,6 @@ def is_checkpoint(path: str) -> bool:
     except (OSError, zipfile.BadZipFile):
         return False
     return all(key.encode() in data for key in REQUIRED_KEYS)
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
 
 
 def _is_number(value: Any) -> bool:
@@ -111,7 +106,7 @@ def load(path: str, device: str | torch.device = "cpu") -> tuple[nn.Module, dict
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise UserError(
-            f"'{path}' is not a flowers-transfer checkpoint ({_first_line(error)}). Whole pickled "
+            f"'{path}' is not a flowers-transfer checkpoint ({first_line(error)}). Whole pickled "
             "models, like the tutorial's torch.save(model), are not loaded because unpickling runs code; "
             "retrain with this project's scripts."
         ) from None
@@ -120,6 +115,6 @@ def load(path: str, device: str | torch.device = "cpu") -> tuple[nn.Module, dict
     try:
         model.load_state_dict(payload.pop("model"))
     except RuntimeError as error:
-        raise UserError(f"'{path}' does not hold {ARCH} weights that fit its metadata ({_first_line(error)}). "
+        raise UserError(f"'{path}' does not hold {ARCH} weights that fit its metadata ({first_line(error)}). "
                         "Retrain with this project's scripts.") from None
     return model.to(device).eval(), payload

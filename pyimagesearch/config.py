@@ -67,6 +67,14 @@ LR_FINETUNE = 0.0005
 # gradients, and an odd last batch's gradient leaked into the next epoch.)
 GRAD_ACCUM_STEPS = 1
 SEED = 42
+# opt-in, off by default so that the tutorial's run stays the default: early stopping after PATIENCE
+# epochs without a better validation loss (0 = never), a per-epoch learning-rate schedule ("none",
+# "cosine", "step", "plateau") after WARMUP_EPOCHS of linear warm-up, and for fine-tuning
+# FREEZE_EPOCHS epochs that train only the new head before the body is unfrozen
+PATIENCE = 0
+LR_SCHEDULER = "none"
+WARMUP_EPOCHS = 0
+FREEZE_EPOCHS = 0
 
 # DataLoader worker processes: "auto" gives most cores on CUDA (a GPU outruns a few workers)
 # and at most 4 on CPU (the math needs the cores); a number fixes it
@@ -76,6 +84,9 @@ NUM_WORKERS = "auto"
 # FEATURE_CACHE_VIEWS = 1 caches one un-augmented view; N > 1 caches N augmented views
 FEATURE_CACHE = True
 FEATURE_CACHE_VIEWS = 1
+# where cached features persist between runs, keyed by weights, images, size, views and precision:
+# "auto" is feature_cache/ beside the model (output/feature_cache), "none" keeps them in memory only
+FEATURE_CACHE_DIR = "auto"
 
 # speed: mixed precision ("auto" = bf16/fp16 on CUDA, bf16 on CPUs with native bf16, else off),
 # channels_last memory format, and optional torch.compile

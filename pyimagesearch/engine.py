@@ -199,17 +199,21 @@ def extract_features(body: nn.Module, loader: Iterable, precision: Precision, *,
 
 def fit(model: nn.Module, train_loader: Iterable | Callable[[int], Iterable], val_loader: Iterable,
         loss_fn: nn.Module, optimizer: torch.optim.Optimizer, precision: Precision, epochs: int, *,
-        grad_accum_steps: int = 1, feature_fn: FeatureFn | None = None,
-        on_epoch_end: Callable[[dict[str, float]], None] | None = None,
+        start_epoch: int = 0, scaler: torch.amp.GradScaler | None = None, grad_accum_steps: int = 1,
+        feature_fn: FeatureFn | None = None, on_epoch_start: Callable[[int], None] | None = None,
+        on_epoch_end: Callable[[dict[str, float]], bool | None] | None = None,
         progress: bool = True) -> list[dict[str, float]]:
-    """Train for ``epochs`` and return the history, one record per epoch.
+    """Train epochs ``start_epoch`` .. ``epochs - 1`` and return their history, one record each.
 
     ``train_loader`` may be a function of the epoch (cached feature views, distributed samplers).
+    ``on_epoch_start(epoch)`` runs before an epoch (learning rate, unfreezing); ``on_epoch_end(record)``
+    after it, and returning True stops training there (early stopping).
     """
-    scaler = precision.scaler()
     history: list[dict[str, float]] = []
-    for epoch in tqdm(range(epochs), desc="epochs", unit="epoch", dynamic_ncols=True,
-                      disable=not (progress and is_main_process())):
+    for epoch in tqdm(range(start_epoch, epochs), desc="epochs", unit="epoch", dynamic_ncols=True,
+                      initial=start_epoch, total=epochs, disable=not (progress and is_main_process())):
+        if on_epoch_start:
+            on_epoch_start(epoch)
         started = time.perf_counter()
         loader = train_loader(epoch) if callable(train_loader) else train_loader
         sampler = getattr(loader, "sampler", None)
@@ -225,13 +229,17 @@ def fit(model: nn.Module, train_loader: Iterable | Callable[[int], Iterable], va
             "epoch": epoch + 1,
             "train_loss": train["loss"], "train_acc": train["accuracy"], "train_count": train["count"],
             "val_loss": val["loss"], "val_acc": val["accuracy"], "val_count": val["count"],
-            "seconds": time.perf_counter() - started,
+            "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started,
         }
         history.append(record)
+        stop = bool(on_epoch_end(record)) if on_epoch_end else False  # saves first: a logged epoch is on disk
         if is_main_process():
             tqdm.write(f"[INFO] EPOCH: {epoch + 1}/{epochs}\n"
                        f"Train loss: {train['loss']:.6f}, Train accuracy: {train['accuracy']:.4f}\n"
                        f"Val loss: {val['loss']:.6f}, Val accuracy: {val['accuracy']:.4f}")
-        if on_epoch_end:
-            on_epoch_end(record)
+            if stop:
+                tqdm.write(f"[INFO] early stopping after epoch {epoch + 1}: the validation loss has not improved "
+                           "for the last epochs (--patience)")
+        if stop:
+            break
     return history

@@ -19,6 +19,12 @@ class UserError(Exception):
     exit_code = 2
 
 
+def first_line(error: BaseException) -> str:
+    """An exception's first line of text, or its type's name when it has none."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (a killed job, a closed session): unwinds like Ctrl-C, so staging folders and
     temporary files are removed on the way out."""

@@ -28,7 +28,7 @@ def _save(fig, path: str) -> None:
 
 def plot_history(history: Sequence[dict], path: str, title: str = "Training Loss and Accuracy on Dataset") -> None:
     """The tutorial's ggplot curves, on two panels (loss and accuracy live on different scales),
-    with the best validation epoch marked."""
+    with the best validation epoch marked, and where a run was resumed or stopped early."""
     epochs = [r["epoch"] for r in history]
     best = max(history, key=lambda r: r["val_acc"])
     with plt.style.context("ggplot"):
@@ -37,9 +37,16 @@ def plot_history(history: Sequence[dict], path: str, title: str = "Training Loss
         loss_ax.plot(epochs, [r["val_loss"] for r in history], "o-", label="val_loss")
         acc_ax.plot(epochs, [r["train_acc"] for r in history], "o-", label="train_acc")
         acc_ax.plot(epochs, [r["val_acc"] for r in history], "o-", label="val_acc")
+        resumed = [r["epoch"] for r in history if r.get("resumed")]
+        stopped = [r["epoch"] for r in history if r.get("stopped_early")]
         for ax, ylabel in ((loss_ax, "Loss"), (acc_ax, "Accuracy")):
             ax.axvline(best["epoch"], color="gray", linestyle="--", linewidth=1,
                        label=f"best val_acc {best['val_acc']:.3f} (epoch {best['epoch']})")
+            for k, epoch in enumerate(resumed):  # between the last saved epoch and the first resumed one
+                ax.axvline(epoch - 0.5, color="tab:purple", linestyle=":", linewidth=1.5,
+                           label="resumed" if k == 0 else None)
+            for epoch in stopped:
+                ax.axvline(epoch, color="black", linestyle="-.", linewidth=1.5, label=f"early stop (epoch {epoch})")
             ax.set_xlabel("Epoch #")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylabel(ylabel)

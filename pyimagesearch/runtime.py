@@ -170,6 +170,19 @@ def rank() -> int:
     return torch.distributed.get_rank() if is_distributed() else 0
 
 
+def world_size() -> int:
+    return torch.distributed.get_world_size() if is_distributed() else 1
+
+
+def gather_objects(value):
+    """Every process's ``value``, in rank order (a one-item list in a single process)."""
+    if not is_distributed():
+        return [value]
+    gathered = [None] * world_size()
+    torch.distributed.all_gather_object(gathered, value)
+    return gathered
+
+
 def is_main_process() -> bool:
     return rank() == 0
 

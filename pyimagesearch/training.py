@@ -21,8 +21,11 @@ from . import checkpoint, cli, config, engine, fileio, plots, report
 from .create_dataloaders import as_eval, eval_image_folder, make_loader, train_image_folder
 from .errors import UserError
 from .model import fold_frozen_batchnorm, load_backbone_weights, offline_stand_in
+from .resume import check_settings, resume_path, rng_state, set_rng_state
+from .resume import load as load_resumable
 from .runtime import (
     Precision,
+    gather_objects,
     init_distributed,
     is_distributed,
     is_main_process,
@@ -33,7 +36,9 @@ from .runtime import (
     seed_everything,
     shutdown_distributed,
     unwrap,
+    world_size,
 )
+from .schedule import SCHEDULES, EarlyStopping, LearningRate
 
 # training images whose BatchNorm statistics stand in for ImageNet's when --weights none
 CALIBRATION_IMAGES = 128
@@ -67,6 +72,18 @@ def training_parser(description: str, *, batch_size: int, lr: float, plot: str, 
     parser.add_argument("--model", default=model, help="final checkpoint; the best one goes beside it (default: %(default)s)")
     parser.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
                         help="write the validation report after training (default: %(default)s)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run whose --model this is, from the state written after its last "
+                             "complete epoch (<model>_resume.pth); with a larger --epochs, extend a finished run")
+    parser.add_argument("--patience", type=cli.non_negative_int, default=config.PATIENCE,
+                        help="stop when the validation loss has not improved for N epochs; 0 = never "
+                             "(default: %(default)s)")
+    parser.add_argument("--lr-scheduler", choices=SCHEDULES, default=config.LR_SCHEDULER,
+                        help="learning rate per epoch: none (the tutorial's constant rate), cosine, step (a tenth "
+                             "after each third), plateau (a tenth when the validation loss stalls for 2 epochs) "
+                             "(default: %(default)s)")
+    parser.add_argument("--warmup-epochs", type=cli.non_negative_int, default=config.WARMUP_EPOCHS,
+                        help="epochs of linear learning-rate warm-up before the schedule (default: %(default)s)")
     return parser
 
 
@@ -75,8 +92,8 @@ def best_model_path(model_path: str) -> str:
     return f"{stem}_best{ext or '.pth'}"
 
 
-def history_path(plot_path: str) -> str:
-    return f"{os.path.splitext(plot_path)[0]}_history.json"
+def history_path(plot_path: str, extension: str = ".json") -> str:
+    return f"{os.path.splitext(plot_path)[0]}_history{extension}"
 
 
 def check_outputs(args: argparse.Namespace) -> None:
@@ -88,7 +105,7 @@ def check_outputs(args: argparse.Namespace) -> None:
     cli.check_plot_path(args.plot)
     for path, flag in ((args.plot, "--plot"), (args.model, "--model")):
         fileio.check_writable_file(path, flag)
-    for path in (args.model, best_model_path(args.model)):
+    for path in (args.model, best_model_path(args.model), resume_path(args.model)):
         if os.path.exists(path) and not checkpoint.is_checkpoint(path):
             raise UserError(f"--model: '{path}' exists and is not a checkpoint this project wrote; it would be "
                             "overwritten. Move it away or pass another --model path.")
@@ -109,6 +126,10 @@ class TrainingRun:
         self.precision = Precision(self.device, resolve_amp(args.amp, self.device), args.channels_last)
         self.num_workers = resolve_workers(args.num_workers, self.device)
         self.started = time.perf_counter()
+        self.generators: list[torch.Generator] = []  # every loader's, in creation order: saved for --resume
+        self.history: list[dict[str, Any]] = []
+        self.stand_in_description = STAND_IN
+        self.resumed: dict[str, Any] | None = None
 
     def __enter__(self) -> TrainingRun:
         init_distributed(self.device)
@@ -119,8 +140,11 @@ class TrainingRun:
             raise
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, exc_type, exc, traceback) -> None:
         shutdown_distributed(wait=False)
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt) and self.history:
+            print(f"[INFO] stopped after epoch {self.history[-1]['epoch']}; continue with the same command and "
+                  f"--resume (state in {resume_path(self.args.model)})", flush=True)
 
     def _load_data(self) -> None:
         args = self.args
@@ -137,6 +161,14 @@ class TrainingRun:
             self.log(f"[WARN] skipped {path}: not a regular file (a pipe, socket or device is never opened)")
         self.class_names: list[str] = self.train_ds.classes
         self.best_val_acc = -1.0
+        if args.resume:  # checked now, before any model is built or feature computed
+            path = resume_path(args.model)
+            self.resumed = load_resumable(path)
+            check_settings(self.resumed["resume"]["settings"], self.fixed_settings(), path)
+            done = self.resumed["resume"]["epoch"]
+            if done >= args.epochs:
+                raise UserError(f"--resume: '{path}' has already trained {done} epoch(s), as many as --epochs "
+                                f"{args.epochs}. Pass a larger --epochs to train further.")
         self.log(f"[INFO] {len(self.train_ds)} training and {len(self.val_ds)} validation images, "
                  f"{len(self.class_names)} classes; running on {self.precision.describe()}, "
                  f"{self.num_workers} loader worker(s)")
@@ -180,17 +212,23 @@ class TrainingRun:
         self.log(f"[INFO] --weights none stand-in ready: residual blocks start as the identity, BatchNorm "
                  f"statistics calibrated on {seen} training images")
 
-    def loader(self, dataset, shuffle: bool, even: bool = False) -> DataLoader:
-        return make_loader(dataset, self.args.batch_size, shuffle, self.num_workers,
-                           device=str(self.device), seed=self.args.seed, even=even)
+    def loader(self, dataset, shuffle: bool, even: bool = False, once: bool = False) -> DataLoader:
+        """A loader of this run's data; ``once`` for a single pass before training (feature
+        extraction), whose generator --resume need not restore (and which a cache hit skips)."""
+        loader = make_loader(dataset, self.args.batch_size, shuffle, self.num_workers,
+                             device=str(self.device), seed=self.args.seed, even=even)
+        if not once:
+            self.generators.append(loader.generator)
+        return loader
 
     def feature_loader(self, features: torch.Tensor, labels: torch.Tensor, shuffle: bool) -> DataLoader:
         """Cached features are already this process's share, so no distributed sampler here."""
         generator = torch.Generator().manual_seed(self.args.seed + rank())
+        self.generators.append(generator)
         return DataLoader(torch.utils.data.TensorDataset(features, labels), batch_size=self.args.batch_size,
                           shuffle=shuffle, generator=generator)
 
-    def distribute(self, module: nn.Module) -> nn.Module:
+    def distribute(self, module: nn.Module, find_unused: bool = False) -> nn.Module:
         """DDP around the trained module under torchrun, then torch.compile when asked (compiling the
         DDP module lets the compiler split its graph at the gradient buckets)."""
         if is_distributed():
@@ -199,7 +237,8 @@ class TrainingRun:
             sync = ({"forward_sync_buffers": False}
                     if "forward_sync_buffers" in inspect.signature(nn.parallel.DistributedDataParallel).parameters
                     else {"broadcast_buffers": False})
-            module = nn.parallel.DistributedDataParallel(module, device_ids=device_ids, **sync)
+            module = nn.parallel.DistributedDataParallel(module, device_ids=device_ids, find_unused_parameters=find_unused,
+                                                         **sync)
         if self.args.compile:
             module = torch.compile(module)
         return module
@@ -216,22 +255,78 @@ class TrainingRun:
             "config": {k: v for k, v in vars(self.args).items() if isinstance(v, (str, int, float, bool, type(None)))},
         }
 
+    def fixed_settings(self) -> dict[str, Any]:
+        """What a resumed run must share with the run it continues."""
+        args = self.args
+        return {"head": self.head, "class_names": list(self.class_names), "image_size": args.image_size,
+                "weights": args.weights, "world_size": world_size() if is_distributed() else int(os.environ.get(
+                    "WORLD_SIZE", 1)), "feature_cache": getattr(args, "feature_cache", None),
+                "cache_views": getattr(args, "cache_views", None)}
+
     def fit(self, model: nn.Module, trained: nn.Module, train_loader: Iterable | Callable[[int], Iterable],
-            val_loader: Iterable, *, feature_fn=None) -> list[dict[str, float]]:
-        """Train ``trained`` (the whole model, or just its head) and keep the best checkpoint of ``model``."""
+            val_loader: Iterable, *, feature_fn=None, freeze_epochs: int = 0) -> list[dict[str, float]]:
+        """Train ``trained`` (the whole model, or just its head) and keep the best checkpoint of ``model``.
+
+        After every epoch the resumable state goes beside --model; with --resume, training
+        continues from it. ``freeze_epochs`` trains only the head for that many epochs first.
+        """
+        args = self.args
         loss_fn = nn.CrossEntropyLoss()
         optimizer = self.optimizer(trained)
-        trained = self.distribute(trained)
+        scaler = self.precision.scaler()
+        schedule = LearningRate(args.lr_scheduler, args.lr, args.epochs, args.warmup_epochs)
+        stopping = EarlyStopping(args.patience)
+        body = [p for name, p in unwrap(trained).named_parameters() if p.requires_grad and not name.startswith("fc.")]
+        start = 0
+        if self.resumed is not None:
+            state = self.resumed["resume"]
+            unwrap(model).load_state_dict(self.resumed["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            if scaler is not None and state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
+            schedule.load_state_dict(state["schedule"])
+            stopping.load_state_dict(state["stopping"])
+            self.history, self.best_val_acc, start = list(state["history"]), state["best_val_acc"], state["epoch"]
+            set_rng_state(state["rng"][rank()], self.generators)
+            self.log(f"[INFO] resuming after epoch {start} of {args.epochs} from {resume_path(args.model)}")
+        trained = self.distribute(trained, find_unused=freeze_epochs > 0)
 
-        def keep_best(record: dict[str, float]) -> None:
+        def on_epoch_start(epoch: int) -> None:
+            for group in optimizer.param_groups:
+                group["lr"] = schedule.at(epoch)
+            if freeze_epochs:
+                for parameter in body:  # the new head first, then everything but BatchNorm
+                    parameter.requires_grad_(epoch >= freeze_epochs)
+                if epoch == freeze_epochs:
+                    self.log(f"[INFO] epoch {epoch + 1}: the body is unfrozen (BatchNorm stays frozen)")
+
+        def on_epoch_end(record: dict[str, Any]) -> bool:
+            record["trainable_params"] = sum(p.numel() for p in unwrap(trained).parameters() if p.requires_grad)
+            if start and record["epoch"] == start + 1:
+                record["resumed"] = True
+            schedule.observe(record["val_loss"])
+            stop = stopping.should_stop(record["val_loss"])
+            if stop:
+                record["stopped_early"] = True
+            self.history.append(record)
             if is_main_process() and record["val_acc"] > self.best_val_acc:
                 self.best_val_acc = record["val_acc"]
-                checkpoint.save(best_model_path(self.args.model), model, self.meta(int(record["epoch"]), record))
+                checkpoint.save(best_model_path(args.model), model, self.meta(int(record["epoch"]), record))
+            self.best_val_acc = max(self.best_val_acc, record["val_acc"])  # the same on every process
+            rng = gather_objects(rng_state(self.generators))
+            if is_main_process():
+                checkpoint.save(resume_path(args.model), model, {**self.meta(int(record["epoch"]), record), "resume": {
+                    "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler else None,
+                    "epoch": int(record["epoch"]), "history": self.history, "best_val_acc": self.best_val_acc,
+                    "schedule": schedule.state_dict(), "stopping": stopping.state_dict(), "rng": rng,
+                    "settings": self.fixed_settings()}})
+            return stop
 
-        self.log(f"[INFO] training the network for {self.args.epochs} epochs...")
-        return engine.fit(trained, train_loader, val_loader, loss_fn, optimizer, self.precision, self.args.epochs,
-                          grad_accum_steps=self.args.grad_accum_steps, feature_fn=feature_fn,
-                          on_epoch_end=keep_best, progress=self.args.progress)
+        self.log(f"[INFO] training the network for {args.epochs} epochs...")
+        engine.fit(trained, train_loader, val_loader, loss_fn, optimizer, self.precision, args.epochs, start_epoch=start,
+                   scaler=scaler, grad_accum_steps=args.grad_accum_steps, feature_fn=feature_fn,
+                   on_epoch_start=on_epoch_start, on_epoch_end=on_epoch_end, progress=args.progress)
+        return self.history
 
     def finish(self, model: nn.Module, history: list[dict[str, float]],
                val_predictions: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None) -> None:
@@ -249,6 +344,10 @@ class TrainingRun:
                      f"(set-up, weights and feature caching included; the epochs alone: {epochs_time:.2f}s)")
             checkpoint.save(self.args.model, model, self.meta(len(history), history[-1]))
             fileio.write_text(history_path(self.args.plot), json.dumps(history, indent=2))
+            columns = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "train_count", "val_count",
+                       "trainable_params", "seconds", "resumed", "stopped_early"]
+            fileio.write_csv(history_path(self.args.plot, ".csv"), columns,
+                             ([record.get(c, "") for c in columns] for record in history))
             plots.plot_history(history, self.args.plot)
             best = max(history, key=lambda r: r["val_acc"])
             self.log(f"[INFO] saved {self.args.model} (final), {best_model_path(self.args.model)} "

@@ -41,7 +41,8 @@ def test_torchrun_two_processes_write_one_set_of_outputs(tmp_path, odd_dataset, 
     result = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
-    assert sorted(f for f in os.listdir(out) if f.endswith(".pth")) == [f"{name}_model.pth", f"{name}_model_best.pth"]
+    assert sorted(f for f in os.listdir(out) if f.endswith(".pth")) == [f"{name}_model.pth", f"{name}_model_best.pth",
+                                                                        f"{name}_model_resume.pth"]
     assert sorted(f for f in os.listdir(out) if f.endswith(".png") and "_model_" not in f) == [f"{name}.png"]
     assert result.stdout.count("[INFO] EPOCH: 1/2") == 1  # logged by rank 0 only
 
@@ -53,6 +54,18 @@ def test_torchrun_two_processes_write_one_set_of_outputs(tmp_path, odd_dataset, 
     with torch.no_grad():
         logits = model(torch.randn(2, 3, 32, 32))
     assert logits.shape == (2, len(meta["class_names"])) and torch.isfinite(logits).all()
+
+    if script == "fine_tune.py":  # --resume on every process: each takes back its own random state
+        resumable = torch.load(out / f"{name}_model_resume.pth", weights_only=True)["resume"]
+        assert len(resumable["rng"]) == 2 and not torch.equal(resumable["rng"][0]["torch"], resumable["rng"][1]["torch"])
+        extended = [*command, "--resume"]
+        extended[extended.index("--epochs") + 1] = "3"
+        result = subprocess.run(extended, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        assert "resuming after epoch 2 of 3" in result.stdout
+        history = json.loads((out / f"{name}_history.json").read_text())
+        assert [r["epoch"] for r in history] == [1, 2, 3] and history[2].get("resumed") is True
+        assert all(record["val_count"] == counts["val"] for record in history)
 
 
 def test_each_process_draws_its_own_augmentation_from_identical_weights(tmp_path, odd_dataset):

@@ -1,0 +1,83 @@
+"""The resumable state a training run writes after every epoch, and reading it back.
+
+It is a checkpoint (state dict + metadata, ``weights_only`` loadable) with a ``resume`` entry:
+optimizer and gradient-scaler state, the history so far, the best-so-far values, the learning
+rate schedule and early stopping, every random number generator's state (Python, NumPy,
+torch, CUDA, and each DataLoader generator the run made, per torchrun process) and the
+settings a continuation must share. Restoring all of it at the start of the next epoch makes a
+resumed run (CPU, ``--num-workers 0``) end with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import UserError, first_line
+
+# what a continuation must share with the run it continues (flag -> why it matters)
+FIXED = ("head", "class_names", "image_size", "weights", "world_size", "feature_cache", "cache_views", "seed")
+
+
+def resume_path(model_path: str) -> str:
+    """output/finetune_model.pth -> output/finetune_model_resume.pth"""
+    stem, ext = os.path.splitext(model_path)
+    return f"{stem}_resume{ext or '.pth'}"
+
+
+def rng_state(generators: list[torch.Generator]) -> dict[str, Any]:
+    """Every random state of this process, as plain types and tensors (weights_only loads them)."""
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    version, internal, python_gauss = random.getstate()
+    state = {
+        "python": [version, list(internal), python_gauss],
+        "numpy": [kind, keys.tolist(), int(position), int(has_gauss), float(gauss)],
+        "torch": torch.get_rng_state(),
+        "generators": [g.get_state() for g in generators],
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any], generators: list[torch.Generator]) -> None:
+    version, internal, python_gauss = state["python"]
+    random.setstate((version, tuple(internal), python_gauss))
+    kind, keys, position, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), position, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if len(state["generators"]) != len(generators):
+        raise UserError("The resumable state was written by a run that made another number of data loaders; "
+                        "resume with the same script and the same --feature-cache/--cache-views settings.")
+    for generator, saved in zip(generators, state["generators"]):
+        generator.set_state(saved)
+
+
+def load(path: str) -> dict[str, Any]:
+    if not os.path.isfile(path):
+        raise UserError(f"--resume: there is no resumable state at '{path}' (each epoch writes one beside --model). "
+                        "Run without --resume to start from the beginning, or pass the --model of the run to continue.")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise UserError(f"--resume: '{path}' cannot be read ({first_line(error)}). "
+                        "Delete it and run without --resume.") from None
+    if not isinstance(payload, dict) or "resume" not in payload:
+        raise UserError(f"--resume: '{path}' holds no resumable state; run without --resume.")
+    return payload
+
+
+def check_settings(saved: dict[str, Any], current: dict[str, Any], path: str) -> None:
+    """Refuse to continue a run whose fixed settings differ, naming each difference."""
+    different = [f"{key}: {saved.get(key)!r} then, {current.get(key)!r} now" for key in FIXED
+                 if key in current and saved.get(key) != current.get(key)]
+    if different:
+        raise UserError(f"--resume: '{path}' was written with other settings, and training cannot continue across "
+                        f"them ({'; '.join(different)}). Use the same settings, or start a new run without --resume "
+                        "(with another --model to keep this one).")
