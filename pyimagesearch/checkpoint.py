@@ -26,8 +26,9 @@ class NonFiniteWeights(UserError):
     """A model whose weights hold NaN or infinity: never written as a checkpoint."""
 
 
-def save(path: str, model: nn.Module, meta: dict[str, Any]) -> None:
-    state = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
+def save(path: str, model: nn.Module, meta: dict[str, Any], only: list[str] | None = None) -> None:
+    """Write the model's state dict (or just the entries named in ``only``) with ``meta``, atomically."""
+    state = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items() if only is None or k in only}
     broken = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if broken:
         raise NonFiniteWeights(f"Not saving '{path}': the weights hold NaN or infinite values ({broken[0]}"

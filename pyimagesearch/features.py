@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from . import engine, fileio
+from .model import weights_identity
 from .runtime import rank, world_size
 
 FORMAT = 1  # bump when what is stored changes
@@ -29,21 +30,6 @@ def _files_digest(ds) -> str:
         info = os.stat(path)
         digest.update(f"{os.path.relpath(path, ds.root)}\0{label}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
     return digest.hexdigest()
-
-
-def _weights_identity(spec: str, stand_in: str) -> str:
-    """What --weights loads: a named torchvision file, a file on disk (size, mtime), or the stand-in."""
-    if spec.lower() == "none":
-        return f"none: {stand_in}"
-    if os.path.exists(spec):
-        info = os.stat(spec)
-        return f"file {os.path.abspath(spec)} {info.st_size} {info.st_mtime_ns}"
-    from torchvision.models import ResNet50_Weights
-
-    try:
-        return ResNet50_Weights[spec.upper()].url
-    except KeyError:
-        return spec
 
 
 class FeatureCache:
@@ -79,7 +65,7 @@ def cache_for(run, views: int) -> FeatureCache | None:
     fileio.check_writable_folder(folder, "--feature-cache-dir")
     precision = run.precision
     fields = {
-        "format": FORMAT, "torch": str(torch.__version__), "weights": _weights_identity(args.weights, run.stand_in_description),
+        "format": FORMAT, "torch": str(torch.__version__), "weights": weights_identity(args.weights, run.stand_in_description),
         "train": _files_digest(run.train_ds), "val": _files_digest(run.val_ds), "image_size": args.image_size,
         "views": views, "seed": args.seed, "device": precision.device.type, "amp": str(precision.amp_dtype),
         "channels_last": precision.channels_last, "fold_bn": args.fold_bn, "rank": rank(), "world_size": world_size(),

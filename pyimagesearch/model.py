@@ -79,6 +79,20 @@ def load_backbone_weights(spec: str, timeout_s: float = 30.0) -> dict[str, Any] 
         ) from None
 
 
+def weights_identity(spec: str, stand_in: str = "") -> str:
+    """What --weights loads, as a string that changes when the weights do: a torchvision file's
+    URL, a file on disk with its size and modification time, or the offline stand-in."""
+    if spec.lower() == "none":
+        return f"none: {stand_in}"
+    if os.path.exists(spec):
+        info = os.stat(spec)
+        return f"file {os.path.abspath(spec)} {info.st_size} {info.st_mtime_ns}"
+    try:
+        return ResNet50_Weights[spec.upper()].url
+    except KeyError:
+        return spec
+
+
 def _load_state_dict_file(path: str) -> dict[str, Any]:
     if not os.path.isfile(path):
         raise UserError(f"Weights file '{path}' does not exist. Pass an existing .pth state dict, "

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from . import checkpoint, cli, config, engine, fileio, plots, report
 from .create_dataloaders import as_eval, eval_image_folder, make_loader, train_image_folder
 from .errors import UserError
-from .model import fold_frozen_batchnorm, load_backbone_weights, offline_stand_in
+from .model import fold_frozen_batchnorm, load_backbone_weights, offline_stand_in, weights_identity
 from .resume import check_settings, resume_path, rng_state, set_rng_state
 from .resume import load as load_resumable
 from .runtime import (
@@ -258,10 +258,10 @@ class TrainingRun:
     def fixed_settings(self) -> dict[str, Any]:
         """What a resumed run must share with the run it continues."""
         args = self.args
+        processes = world_size() if is_distributed() else int(os.environ.get("WORLD_SIZE", 1))
         return {"head": self.head, "class_names": list(self.class_names), "image_size": args.image_size,
-                "weights": args.weights, "world_size": world_size() if is_distributed() else int(os.environ.get(
-                    "WORLD_SIZE", 1)), "feature_cache": getattr(args, "feature_cache", None),
-                "cache_views": getattr(args, "cache_views", None)}
+                "weights": weights_identity(args.weights, STAND_IN), "world_size": processes,
+                "feature_cache": getattr(args, "feature_cache", None), "cache_views": getattr(args, "cache_views", None)}
 
     def fit(self, model: nn.Module, trained: nn.Module, train_loader: Iterable | Callable[[int], Iterable],
             val_loader: Iterable, *, feature_fn=None, freeze_epochs: int = 0) -> list[dict[str, float]]:
@@ -277,10 +277,17 @@ class TrainingRun:
         schedule = LearningRate(args.lr_scheduler, args.lr, args.epochs, args.warmup_epochs)
         stopping = EarlyStopping(args.patience)
         body = [p for name, p in unwrap(trained).named_parameters() if p.requires_grad and not name.startswith("fc.")]
+        # what training changes: only that goes into the resumable state, the rest comes from --weights
+        # again (a fixed setting), so feature extraction's per-epoch state is the head, not 100 MB
+        learning = {id(p) for p in unwrap(trained).parameters() if p.requires_grad}
+        learned = [name for name, p in unwrap(model).named_parameters() if id(p) in learning]
         start = 0
         if self.resumed is not None:
             state = self.resumed["resume"]
-            unwrap(model).load_state_dict(self.resumed["model"])
+            if sorted(self.resumed["model"]) != sorted(learned):
+                raise UserError(f"--resume: '{resume_path(args.model)}' holds other trained layers than this run "
+                                "trains; resume with the same script and settings.")
+            unwrap(model).load_state_dict(self.resumed["model"], strict=False)
             optimizer.load_state_dict(state["optimizer"])
             if scaler is not None and state.get("scaler"):
                 scaler.load_state_dict(state["scaler"])
@@ -319,7 +326,7 @@ class TrainingRun:
                     "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler else None,
                     "epoch": int(record["epoch"]), "history": self.history, "best_val_acc": self.best_val_acc,
                     "schedule": schedule.state_dict(), "stopping": stopping.state_dict(), "rng": rng,
-                    "settings": self.fixed_settings()}})
+                    "settings": self.fixed_settings()}}, only=learned)
             return stop
 
         self.log(f"[INFO] training the network for {args.epochs} epochs...")
