@@ -42,4 +42,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_training.py
 
 clean:
-	rm -rf demo output/*.png output/*.pth output/*.json output/*.csv
+	rm -rf demo output/*.png output/*.pth output/*.json output/*.csv output/*.onnx output/feature_cache output/annotated

@@ -108,17 +108,19 @@ class ShardSampler(Sampler[int]):
 
 def make_loader(ds: Dataset, batch_size: int, shuffle: bool, num_workers: int | str | None = None,
                 device: str = config.DEVICE, seed: int = config.SEED, even: bool = False,
-                collate_fn=None) -> DataLoader:
+                collate_fn=None, shard: bool = True) -> DataLoader:
     """A DataLoader with safe defaults; under torchrun each process gets its own share.
 
     Training shares (``shuffle`` or ``even``) are padded to equal length, as DDP needs every
     process to take the same number of steps; evaluation shares are not, so that summed
-    metrics count each image once.
+    metrics count each image once. ``shard=False`` is for data that already is this process's
+    share (cached features).
     """
     num_workers = resolve_workers(config.NUM_WORKERS if num_workers is None else num_workers, device)
-    sampler, rank = None, 0
+    sampler, rank, world = None, 0, 1
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    if shard and world > 1:
         # the sampler's seed is shared: every process must agree on the permutation it shards
         sampler = (DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed)
                    if shuffle or even else ShardSampler(len(ds), rank, world))

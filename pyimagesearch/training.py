@@ -207,7 +207,8 @@ class TrainingRun:
         ds = as_eval(train_image_folder(self.args.train, self.args.image_size), self.args.image_size)
         order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(self.args.seed))
         subset = torch.utils.data.Subset(ds, order[:CALIBRATION_IMAGES].tolist())
-        loader = DataLoader(subset, batch_size=min(32, self.args.batch_size * 4), num_workers=self.num_workers)
+        loader = make_loader(subset, min(32, self.args.batch_size * 4), False, self.num_workers, device=str(self.device),
+                             shard=False)
         seen = offline_stand_in(model, (self.precision.to_device(x) for x, _ in loader))
         self.log(f"[INFO] --weights none stand-in ready: residual blocks start as the identity, BatchNorm "
                  f"statistics calibrated on {seen} training images")
@@ -223,10 +224,10 @@ class TrainingRun:
 
     def feature_loader(self, features: torch.Tensor, labels: torch.Tensor, shuffle: bool) -> DataLoader:
         """Cached features are already this process's share, so no distributed sampler here."""
-        generator = torch.Generator().manual_seed(self.args.seed + rank())
-        self.generators.append(generator)
-        return DataLoader(torch.utils.data.TensorDataset(features, labels), batch_size=self.args.batch_size,
-                          shuffle=shuffle, generator=generator)
+        loader = make_loader(torch.utils.data.TensorDataset(features, labels), self.args.batch_size, shuffle, 0,
+                             device="cpu", seed=self.args.seed, shard=False)
+        self.generators.append(loader.generator)
+        return loader
 
     def distribute(self, module: nn.Module, find_unused: bool = False) -> nn.Module:
         """DDP around the trained module under torchrun, then torch.compile when asked (compiling the
@@ -368,7 +369,6 @@ class TrainingRun:
             probabilities, labels = val_predictions()
             report.publish(probabilities, labels, self.class_names, self.val_ds, prefix, config.MEAN, config.STD)
         else:
-            val_loader = DataLoader(self.val_ds, batch_size=self.args.batch_size, shuffle=False,
-                                    num_workers=self.num_workers)
+            val_loader = self.loader(self.val_ds, shuffle=False, once=True)  # the process group is gone: all of it
             report.evaluate_and_report(unwrap(model), val_loader, self.class_names, self.precision, prefix,
                                        config.MEAN, config.STD, progress=self.args.progress)
