@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import zipfile
 from typing import Any
 
@@ -11,7 +10,7 @@ import torch
 from torch import nn
 
 from .errors import UserError, first_line
-from .fileio import atomic_write
+from .fileio import atomic_write, read_torch
 from .model import ARCH, HEADS, build_head, build_model
 from .runtime import unwrap
 
@@ -100,17 +99,12 @@ def validate(payload: Any, path: str) -> None:
 
 def load(path: str, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model from the checkpoint alone; returns (model in eval mode, metadata)."""
-    if not os.path.isfile(path):
-        raise UserError(f"Model file '{path}' does not exist. Train one first "
-                        "(python train_feature_extraction.py or python fine_tune.py) or pass --model PATH.")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise UserError(
-            f"'{path}' is not a flowers-transfer checkpoint ({first_line(error)}). Whole pickled "
-            "models, like the tutorial's torch.save(model), are not loaded because unpickling runs code; "
-            "retrain with this project's scripts."
-        ) from None
+    payload = read_torch(
+        path, missing=f"Model file '{path}' does not exist. Train one first (python train_feature_extraction.py or "
+                      "python fine_tune.py) or pass --model PATH.",
+        unreadable=f"'{path}' is not a flowers-transfer checkpoint ({{reason}}). Whole pickled models, like the "
+                   "tutorial's torch.save(model), are not loaded because unpickling runs code; retrain with this "
+                   "project's scripts.")
     validate(payload, path)
     model = build_model(len(payload["class_names"]), head=payload["head"])
     try:

@@ -16,8 +16,9 @@ import re
 import secrets
 import shutil
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
-from .errors import UserError
+from .errors import UserError, first_line
 
 try:  # POSIX; on Windows builds are not locked against each other
     import fcntl
@@ -128,6 +129,19 @@ def write_csv(path: str, header: Sequence[str], rows: Iterable[Sequence[object]]
     writer.writerow(header)
     writer.writerows(rows)
     write_text(path, buffer.getvalue())
+
+
+def read_torch(path: str, missing: str, unreadable: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, or a UserError: ``missing`` when there is
+    no such file, ``unreadable`` (with ``{reason}``) when it does not load as plain data."""
+    import torch
+
+    if not os.path.isfile(path):
+        raise UserError(missing)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise UserError(unreadable.format(reason=first_line(error))) from None
 
 
 def check_writable_folder(folder: str, what: str) -> None:

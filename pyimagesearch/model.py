@@ -13,6 +13,7 @@ from torchvision.models import ResNet50_Weights, resnet50
 from torchvision.models.resnet import Bottleneck
 
 from .errors import UserError
+from .fileio import read_torch
 
 ARCH = "resnet50"
 HEADS = ("linear", "mlp")
@@ -94,14 +95,10 @@ def weights_identity(spec: str, stand_in: str = "") -> str:
 
 
 def _load_state_dict_file(path: str) -> dict[str, Any]:
-    if not os.path.isfile(path):
-        raise UserError(f"Weights file '{path}' does not exist. Pass an existing .pth state dict, "
-                        "a ResNet50_Weights name such as IMAGENET1K_V1, or none.")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise UserError(f"Weights file '{path}' cannot be read as a state dict ({error}). "
-                        "Only plain state dicts load; whole pickled models are refused for safety.") from None
+    obj = read_torch(path, missing=f"Weights file '{path}' does not exist. Pass an existing .pth state dict, "
+                                   "a ResNet50_Weights name such as IMAGENET1K_V1, or none.",
+                     unreadable=f"Weights file '{path}' cannot be read as a state dict ({{reason}}). Only plain "
+                                "state dicts load; whole pickled models are refused for safety.")
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]  # one of our checkpoints: reuse its body
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

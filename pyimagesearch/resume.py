@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import UserError, first_line
+from .errors import UserError
+from .fileio import read_torch
 
 # what a continuation must share with the run it continues (flag -> why it matters)
 FIXED = ("head", "class_names", "image_size", "weights", "world_size", "feature_cache", "cache_views", "seed")
@@ -60,14 +61,10 @@ def set_rng_state(state: dict[str, Any], generators: list[torch.Generator]) -> N
 
 
 def load(path: str) -> dict[str, Any]:
-    if not os.path.isfile(path):
-        raise UserError(f"--resume: there is no resumable state at '{path}' (each epoch writes one beside --model). "
-                        "Run without --resume to start from the beginning, or pass the --model of the run to continue.")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise UserError(f"--resume: '{path}' cannot be read ({first_line(error)}). "
-                        "Delete it and run without --resume.") from None
+    payload = read_torch(path, missing=f"--resume: there is no resumable state at '{path}' (each epoch writes one "
+                                      "beside --model). Run without --resume to start from the beginning, or pass the "
+                                      "--model of the run to continue.",
+                         unreadable=f"--resume: '{path}' cannot be read ({{reason}}). Delete it and run without --resume.")
     if not isinstance(payload, dict) or "resume" not in payload:
         raise UserError(f"--resume: '{path}' holds no resumable state; run without --resume.")
     return payload
