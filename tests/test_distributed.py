@@ -82,3 +82,43 @@ def test_each_process_draws_its_own_augmentation_from_identical_weights(tmp_path
     assert draws[0]["weights"] == draws[1]["weights"]  # one model, initialised once
     assert draws[0]["augmentation"] != draws[1]["augmentation"]  # main-process transforms
     assert draws[0]["worker"] != draws[1]["worker"]  # DataLoader workers
+
+
+def test_every_process_leaves_the_group_when_set_up_fails(tmp_path, splits, monkeypatch):
+    from conftest import train_args
+    from pyimagesearch import training
+    from pyimagesearch.errors import UserError
+
+    calls = []
+    monkeypatch.setattr(training, "init_distributed", lambda device: calls.append("join"))
+    monkeypatch.setattr(training, "shutdown_distributed", lambda wait=True: calls.append("leave"))
+    os.rename(os.path.join(splits, "val", "red"), os.path.join(splits, "val", "orange"))  # classes differ
+    args = fine_tune_parser().parse_args(train_args(tmp_path, splits, "finetune"))
+    with pytest.raises(UserError, match="class folders differ"):
+        with training.TrainingRun(args, head="mlp"):
+            pass
+    assert calls[0] == "join" and "leave" in calls
+
+
+def test_the_other_processes_leave_before_the_main_one_writes_the_report(tmp_path, splits, monkeypatch):
+    """No process may wait in a collective (a barrier) while rank 0 evaluates and plots."""
+    from conftest import train_args
+    from pyimagesearch import model as model_module
+    from pyimagesearch import report, training
+
+    order = []
+    monkeypatch.setattr(training, "is_distributed", lambda: "leave" not in order)
+    monkeypatch.setattr(training, "shutdown_distributed", lambda wait=True: order.append("leave"))
+    monkeypatch.setattr(report, "evaluate_and_report", lambda *a, **k: order.append("report"))
+    args = fine_tune_parser().parse_args(train_args(tmp_path, splits, "finetune", "--epochs", "1"))
+    with training.TrainingRun(args, head="mlp") as run:
+        model = model_module.build_model(3, head="mlp")
+        run.finish(model, [{"epoch": 1, "train_loss": 1.0, "val_loss": 1.0, "train_acc": 0.5, "val_acc": 0.5,
+                            "seconds": 0.1}])
+    assert order[:2] == ["leave", "report"]
+
+
+def fine_tune_parser():
+    import fine_tune
+
+    return fine_tune.build_parser()
