@@ -158,11 +158,10 @@ def init_distributed(device: torch.device) -> None:
     torch.distributed.init_process_group(backend=backend)
 
 
-def shutdown_distributed(wait: bool = True) -> None:
-    """Leave the process group (no-op without one); ``wait`` first lines up every process."""
+def shutdown_distributed() -> None:
+    """Leave the process group (no-op without one). No barrier first: a process that is done
+    must not wait in a collective while another one is still writing (or has failed)."""
     if is_distributed():
-        if wait:
-            torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
 

@@ -136,12 +136,12 @@ class TrainingRun:
         try:
             self._load_data()
         except BaseException:
-            shutdown_distributed(wait=False)
+            shutdown_distributed()
             raise
         return self
 
     def __exit__(self, exc_type, exc, traceback) -> None:
-        shutdown_distributed(wait=False)
+        shutdown_distributed()
         if exc_type is not None and issubclass(exc_type, KeyboardInterrupt) and self.history:
             print(f"[INFO] stopped after epoch {self.history[-1]['epoch']}; continue with the same command and "
                   f"--resume (state in {resume_path(self.args.model)})", flush=True)
@@ -361,7 +361,7 @@ class TrainingRun:
             self.log(f"[INFO] saved {self.args.model} (final), {best_model_path(self.args.model)} "
                      f"(best val accuracy {best['val_acc']:.4f} at epoch {best['epoch']}), {self.args.plot}")
         distributed = is_distributed()
-        shutdown_distributed(wait=False)
+        shutdown_distributed()
         if not main or not self.args.report:
             return
         prefix = report.report_prefix(self.args.model)

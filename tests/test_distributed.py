@@ -91,7 +91,7 @@ def test_every_process_leaves_the_group_when_set_up_fails(tmp_path, splits, monk
 
     calls = []
     monkeypatch.setattr(training, "init_distributed", lambda device: calls.append("join"))
-    monkeypatch.setattr(training, "shutdown_distributed", lambda wait=True: calls.append("leave"))
+    monkeypatch.setattr(training, "shutdown_distributed", lambda: calls.append("leave"))
     os.rename(os.path.join(splits, "val", "red"), os.path.join(splits, "val", "orange"))  # classes differ
     args = fine_tune_parser().parse_args(train_args(tmp_path, splits, "finetune"))
     with pytest.raises(UserError, match="class folders differ"):
@@ -108,7 +108,7 @@ def test_the_other_processes_leave_before_the_main_one_writes_the_report(tmp_pat
 
     order = []
     monkeypatch.setattr(training, "is_distributed", lambda: "leave" not in order)
-    monkeypatch.setattr(training, "shutdown_distributed", lambda wait=True: order.append("leave"))
+    monkeypatch.setattr(training, "shutdown_distributed", lambda: order.append("leave"))
     monkeypatch.setattr(report, "evaluate_and_report", lambda *a, **k: order.append("report"))
     args = fine_tune_parser().parse_args(train_args(tmp_path, splits, "finetune", "--epochs", "1"))
     with training.TrainingRun(args, head="mlp") as run:
