@@ -11,6 +11,7 @@ from PIL import Image, ImageOps
 
 # what build_dataset.py copies and ImageFolder reads; matched case-insensitively
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+ORIENTATION = 0x0112  # the EXIF tag
 
 
 def is_image_file(path: str) -> bool:
@@ -55,6 +56,8 @@ def train_draft_size(image_size: int, min_scale: float = 0.08, min_ratio: float 
 def upright(image: Image.Image) -> Image.Image:
     """Apply the EXIF orientation (phone photos are stored sideways with a rotation tag)."""
     try:
+        if image.getexif().get(ORIENTATION, 1) in (0, 1):
+            return image  # upright already: no copy (exif_transpose copies every image it is given)
         return ImageOps.exif_transpose(image)
     except Exception:  # a malformed EXIF block: the pixels are still good, as stored
         return image
