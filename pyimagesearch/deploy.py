@@ -33,6 +33,9 @@ def export_onnx(model_path: str, onnx_path: str) -> dict[str, Any]:
     if not onnx_path.lower().endswith(".onnx"):
         raise UserError(f"--export {onnx_path}: the file name must end in .onnx.")
     fileio.check_writable_file(onnx_path, "--export")
+    if (os.path.exists(onnx_path) or os.path.exists(metadata_path(onnx_path))) and not _exported_here(onnx_path):
+        raise UserError(f"--export: '{onnx_path}' or '{metadata_path(onnx_path)}' exists and was not written by "
+                        "--export; it would be overwritten. Move it away or choose another name.")
     model, meta = checkpoint.load(model_path)
     size = meta["image_size"]
     example = torch.zeros(1, 3, size, size)
@@ -49,6 +52,16 @@ def export_onnx(model_path: str, onnx_path: str) -> dict[str, Any]:
     exported["epoch"] = meta.get("epoch")
     fileio.write_text(metadata_path(onnx_path), json.dumps(exported, indent=2))
     return exported
+
+
+def _exported_here(onnx_path: str) -> bool:
+    """Both files of an earlier export (its JSON names the checkpoint it came from)."""
+    try:
+        with open(metadata_path(onnx_path), encoding="utf-8") as handle:
+            meta = json.load(handle)
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and "source" in meta and all(key in meta for key in checkpoint.META_KEYS)
 
 
 class OpenCVModel(nn.Module):

@@ -59,6 +59,16 @@ def test_onnx_export_agrees_with_the_checkpoint(exported):
     assert torch.equal(got.argmax(1), expected.argmax(1))  # top-1 agrees on every validation image
 
 
+def test_export_replaces_its_own_files_only(exported, tmp_path, capsys):
+    _, model_path, onnx_path = exported
+    inference.main(["--model", model_path, "--export", onnx_path])  # an earlier export: replaced
+    mine = tmp_path / "mine.onnx"
+    mine.write_bytes(b"someone else's network")
+    code = run_cli(inference.main, ["--model", model_path, "--export", str(mine)])
+    assert code == 2 and "was not written by --export" in error_text(capsys)
+    assert mine.read_bytes() == b"someone else's network" and not (tmp_path / "mine.json").exists()
+
+
 def test_every_mode_runs_the_onnx_model(exported, tmp_path, capsys):
     base, model_path, onnx_path = exported
     out = tmp_path / "out"
