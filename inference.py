@@ -74,7 +74,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         rows = predict.classify_files(predictor, args.images, args.output, top_k=args.top_k,
                                       batch_size=args.eval_batch_size, model_path=args.model)
         if args.annotate:
-            written = annotate.annotate_files(rows, args.annotate, f"{predictor.stem}_montage.jpg")
+            written = annotate.annotate_files(rows, args.annotate, f"{predictor.stem}_montage.jpg",
+                                              progress=args.progress)
             print(f"[INFO] wrote {len(written) - 1} annotated photo(s) and {written[-1]}")
     if args.evaluate:
         predict.evaluate_folder(predictor, args.evaluate, args.output, batch_size=args.eval_batch_size,

@@ -13,6 +13,7 @@ import cv2
 import imutils
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from . import fileio
 from .images import load_rgb
@@ -62,12 +63,12 @@ def _label(row: dict) -> str:
     return f"{top['class']}: {top['probability'] * 100:.1f}%"
 
 
-def annotate_files(rows: Sequence[dict], folder: str, montage_name: str) -> list[str]:
+def annotate_files(rows: Sequence[dict], folder: str, montage_name: str, progress: bool = True) -> list[str]:
     """Each classified photo at its own size with its top-1 label drawn on it, as
     ``<folder>/<name>_annotated.<ext>``, plus one montage of all of them; returns the paths."""
     fileio.check_writable_folder(folder, "--annotate")
     written, tiles, used = [], [], set()
-    for row in rows:
+    for row in tqdm(rows, desc="annotating", unit="photo", disable=not progress, leave=False):
         frame = draw_lines(to_bgr(load_rgb(row["path"])), [_label(row)])
         stem, extension = os.path.splitext(os.path.basename(row["path"]))
         extension = extension.lower() if extension.lower() in WRITABLE else ".jpg"
