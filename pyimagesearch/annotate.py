@@ -24,6 +24,11 @@ MONTAGE_TILE = (256, 256)
 WRITABLE = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
+def has_display() -> bool:
+    """Whether a window can open (--show): a desktop session, or Windows."""
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or os.name == "nt")
+
+
 def to_bgr(image: Image.Image) -> np.ndarray:
     return cv2.cvtColor(np.asarray(image.convert("RGB")), cv2.COLOR_RGB2BGR)
 

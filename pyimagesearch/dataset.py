@@ -116,9 +116,9 @@ def check_target(source: str, base: str) -> None:
     entries = set(os.listdir(base))
     if not entries:
         return
-    leftovers = entries - {"train", "val", MANIFEST}
-    if leftovers:
-        raise UserError(f"'{base}' exists and holds other things ({sorted(leftovers)[:5]}); build_dataset.py "
+    foreign = entries - {"train", "val", MANIFEST}
+    if foreign:
+        raise UserError(f"'{base}' exists and holds other things ({sorted(foreign)[:5]}); build_dataset.py "
                         "replaces the whole folder, so move them away or choose another --output.")
     if MANIFEST not in entries:
         raise UserError(f"'{base}' holds {sorted(entries)} but no {MANIFEST}, so build_dataset.py did not write it: "

@@ -28,6 +28,11 @@ class DownloadLimits:
         self.min_bytes_per_s, self.window_s, self.deadline_s = min_bytes_per_s, window_s, deadline_s
 
 
+def _abandoned(url: str, archive: str, why: str) -> UserError:
+    return UserError(f"The download from {url} {why} and was abandoned. Try again later, or fetch the archive "
+                     f"another way and put it at '{archive}'.")
+
+
 def download(url: str, archive: str, expected_size: int | None = None, timeout_s: float = 60.0,
              progress: bool = True, limits: DownloadLimits | None = None) -> str:
     """Download ``url`` to ``archive`` unless a complete copy is already there.
@@ -60,16 +65,13 @@ def download(url: str, archive: str, expected_size: int | None = None, timeout_s
                     received += len(chunk)
                     now = time.monotonic()
                     if now - started > limits.deadline_s:
-                        raise UserError(f"The download from {url} took longer than {limits.deadline_s:.0f}s "
-                                        f"({received} bytes so far) and was abandoned. Try again later, or fetch the "
-                                        f"archive another way and put it at '{archive}'.")
+                        raise _abandoned(url, archive, f"took longer than {limits.deadline_s:.0f}s ({received} bytes "
+                                                       "so far)")
                     if now - window_start >= limits.window_s:
                         speed = (received - window_bytes) / (now - window_start)
                         if speed < limits.min_bytes_per_s:
-                            raise UserError(f"The download from {url} slowed to {speed:.0f} bytes/s (under "
-                                            f"{limits.min_bytes_per_s:.0f} bytes/s for {limits.window_s:.0f}s) and "
-                                            f"was abandoned. Try again later, or fetch the archive another way and put "
-                                            f"it at '{archive}'.")
+                            raise _abandoned(url, archive, f"slowed to {speed:.0f} bytes/s (under "
+                                                           f"{limits.min_bytes_per_s:.0f} bytes/s for {limits.window_s:.0f}s)")
                         window_start, window_bytes = now, received
         size = os.path.getsize(partial)
         if total is not None and size != total:

@@ -65,7 +65,7 @@ def cache_for(run, views: int) -> FeatureCache | None:
     fileio.check_writable_folder(folder, "--feature-cache-dir")
     precision = run.precision
     fields = {
-        "format": FORMAT, "torch": str(torch.__version__), "weights": weights_identity(args.weights, run.stand_in_description),
+        "format": FORMAT, "torch": str(torch.__version__), "weights": weights_identity(args.weights),
         "train": _files_digest(run.train_ds), "val": _files_digest(run.val_ds), "image_size": args.image_size,
         "views": views, "seed": args.seed, "device": precision.device.type, "amp": str(precision.amp_dtype),
         "channels_last": precision.channels_last, "fold_bn": args.fold_bn, "rank": rank(), "world_size": world_size(),

@@ -141,7 +141,7 @@ def read_torch(path: str, missing: str, unreadable: str) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise UserError(unreadable.format(reason=first_line(error))) from None
+        raise UserError(unreadable.replace("{reason}", first_line(error))) from None  # paths may hold braces
 
 
 def check_writable_folder(folder: str, what: str) -> None:

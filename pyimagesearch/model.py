@@ -17,6 +17,10 @@ from .fileio import read_torch
 
 ARCH = "resnet50"
 HEADS = ("linear", "mlp")
+# training images whose BatchNorm statistics stand in for ImageNet's when --weights none
+CALIBRATION_IMAGES = 128
+STAND_IN = (f"random weights with every residual block starting as the identity (torchvision's zero_init_residual) "
+            f"and BatchNorm statistics calibrated on {CALIBRATION_IMAGES} training images")
 
 
 def build_head(num_features: int, num_classes: int, head: str) -> nn.Module:
@@ -80,11 +84,11 @@ def load_backbone_weights(spec: str, timeout_s: float = 30.0) -> dict[str, Any] 
         ) from None
 
 
-def weights_identity(spec: str, stand_in: str = "") -> str:
+def weights_identity(spec: str) -> str:
     """What --weights loads, as a string that changes when the weights do: a torchvision file's
     URL, a file on disk with its size and modification time, or the offline stand-in."""
     if spec.lower() == "none":
-        return f"none: {stand_in}"
+        return f"none: {STAND_IN}"
     if os.path.exists(spec):
         info = os.stat(spec)
         return f"file {os.path.abspath(spec)} {info.st_size} {info.st_mtime_ns}"

@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from . import checkpoint, deploy, engine, fileio, plots, report
+from .annotate import has_display
 from .create_dataloaders import eval_image_folder, eval_loader, eval_transforms, make_loader
 from .errors import UserError
 from .images import is_image_file, is_regular_file
@@ -209,7 +210,7 @@ def evaluate_folder(predictor: Predictor, folder: str, output: str, *, batch_siz
 
 def show(path: str) -> None:
     """Open the picture in a window when there is a display; say where it is otherwise."""
-    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or os.name == "nt"):
+    if not has_display():
         print(f"[WARN] --show: no display found; the picture is at {path}")
         return
     import matplotlib

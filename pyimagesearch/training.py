@@ -20,7 +20,14 @@ from torch.utils.data import DataLoader
 from . import checkpoint, cli, config, engine, fileio, plots, report
 from .create_dataloaders import as_eval, eval_image_folder, make_loader, train_image_folder
 from .errors import UserError
-from .model import fold_frozen_batchnorm, load_backbone_weights, offline_stand_in, weights_identity
+from .model import (
+    CALIBRATION_IMAGES,
+    STAND_IN,
+    fold_frozen_batchnorm,
+    load_backbone_weights,
+    offline_stand_in,
+    weights_identity,
+)
 from .resume import check_settings, resume_path, rng_state, set_rng_state
 from .resume import load as load_resumable
 from .runtime import (
@@ -39,11 +46,6 @@ from .runtime import (
     world_size,
 )
 from .schedule import SCHEDULES, EarlyStopping, LearningRate
-
-# training images whose BatchNorm statistics stand in for ImageNet's when --weights none
-CALIBRATION_IMAGES = 128
-STAND_IN = (f"random weights with every residual block starting as the identity (torchvision's zero_init_residual) "
-            f"and BatchNorm statistics calibrated on {CALIBRATION_IMAGES} training images")
 
 
 def training_parser(description: str, *, batch_size: int, lr: float, plot: str, model: str) -> argparse.ArgumentParser:
@@ -128,7 +130,6 @@ class TrainingRun:
         self.started = time.perf_counter()
         self.generators: list[torch.Generator] = []  # every loader's, in creation order: saved for --resume
         self.history: list[dict[str, Any]] = []
-        self.stand_in_description = STAND_IN
         self.resumed: dict[str, Any] | None = None
 
     def __enter__(self) -> TrainingRun:
@@ -261,7 +262,7 @@ class TrainingRun:
         args = self.args
         processes = world_size() if is_distributed() else int(os.environ.get("WORLD_SIZE", 1))
         return {"head": self.head, "class_names": list(self.class_names), "image_size": args.image_size,
-                "weights": weights_identity(args.weights, STAND_IN), "world_size": processes,
+                "weights": weights_identity(args.weights), "world_size": processes,
                 "feature_cache": getattr(args, "feature_cache", None), "cache_views": getattr(args, "cache_views", None)}
 
     def fit(self, model: nn.Module, trained: nn.Module, train_loader: Iterable | Callable[[int], Iterable],

@@ -18,7 +18,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from . import engine
-from .annotate import draw_lines
+from .annotate import draw_lines, has_display
 from .errors import UserError
 
 CODECS = (("mp4v", ".mp4"), ("MJPG", ".avi"))  # the first this OpenCV build can write wins
@@ -69,7 +69,7 @@ def classify_stream(predictor, source: str | int, output: str, *, top_k: int, sh
     csv_path = os.path.join(output, f"{name}.csv")
     transform, class_names = predictor.transform(), predictor.class_names
     top_k = max(1, min(top_k, len(class_names)))
-    if show and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or os.name == "nt"):
+    if show and not has_display():
         print("[WARN] --show: no display found; writing the annotated video only")
         show = False
     writer, video_path, frames, interrupted = None, None, 0, False
