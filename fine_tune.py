@@ -16,13 +16,22 @@ the resumable state (output/finetune_model_resume.pth).
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Sequence
 
-from pyimagesearch import config
+import torch
+from torch import nn
+
+from pyimagesearch import config, plots
 from pyimagesearch.cli import non_negative_int
+from pyimagesearch.create_dataloaders import eval_transforms, get_dataloader, train_transforms
+from pyimagesearch.distributed import is_main_process, set_epoch
+from pyimagesearch.engine import check_finite, evaluate, train_one_epoch
 from pyimagesearch.errors import run_cli
-from pyimagesearch.model import build_model, freeze_batchnorm
-from pyimagesearch.training import TrainingRun, training_parser
+from pyimagesearch.freezing import freeze_batchnorm, set_body_trainable
+from pyimagesearch.model import build_model, trainable_parameters
+from pyimagesearch.schedule import EarlyStopping, LearningRate
+from pyimagesearch.training import TrainingSession, epoch_record, training_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,16 +45,71 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    with TrainingRun(args, head="mlp") as run:
-        # Linear 512 -> ReLU -> Dropout .25 -> Linear 256 -> ReLU -> Dropout .5 -> Linear N on top of
-        # a body that trains too, except its BatchNorm layers (parameters and running statistics)
-        model = build_model(len(run.class_names), head="mlp", weights=run.weights())
-        freeze_batchnorm(model)
-        model = run.prepare(model)
+    with TrainingSession(args) as session:  # outputs checked; device, precision, seeds; torchrun
+        compute = session.compute
 
-        history = run.fit(model, model, run.loader(run.train_ds, shuffle=True), run.loader(run.val_ds, shuffle=False),
-                          freeze_epochs=args.freeze_epochs)
-        run.finish(model, history)
+        # the training and validation sets, through the tutorial's dataloader helper
+        train_ds, train_loader = get_dataloader(args.train, train_transforms(args.image_size), args.batch_size,
+                                                shuffle=True, **session.loader_options)
+        val_ds, val_loader = get_dataloader(args.val, eval_transforms(args.image_size), args.batch_size,
+                                            shuffle=False, **session.loader_options)
+        checkpointer = session.checkpointer_for(train_ds, val_ds, head="mlp")
+
+        # ResNet50 whose body trains too, except its BatchNorm layers (parameters and running
+        # statistics), under the tutorial's head: Linear 512 -> ReLU -> Dropout .25 -> Linear 256
+        # -> ReLU -> Dropout .5 -> Linear N
+        model = build_model(len(train_ds.classes), head="mlp", weights=session.backbone_weights())
+        freeze_batchnorm(model)
+        model = session.prepare(model)
+
+        # loss, optimizer, and the opt-in learning-rate schedule and early stopping
+        loss_fn = nn.CrossEntropyLoss()
+        optimizer = torch.optim.Adam(trainable_parameters(model), lr=args.lr)
+        scaler = compute.scaler()
+        schedule = LearningRate(args.lr_scheduler, args.lr, args.epochs, args.warmup_epochs)
+        stopping = EarlyStopping(args.patience)
+        checkpointer.track(model, model, optimizer, schedule, stopping, [train_loader.generator, val_loader.generator],
+                           scaler)
+        history = checkpointer.restore()  # [] unless --resume
+        trainer = session.parallel(model, find_unused=args.freeze_epochs > 0)
+
+        start = len(history)
+        for epoch in session.epochs(start):
+            started = time.perf_counter()
+            schedule.apply(optimizer, epoch)
+            if args.freeze_epochs:  # the new head alone first, then everything but BatchNorm
+                set_body_trainable(model, epoch >= args.freeze_epochs)
+                if epoch == args.freeze_epochs:
+                    session.log(f"[INFO] epoch {epoch + 1}: the body is unfrozen (BatchNorm stays frozen)")
+            set_epoch(train_loader, epoch)
+
+            # a training pass, then a validation pass
+            train = train_one_epoch(trainer, train_loader, loss_fn, optimizer, compute, scaler=scaler,
+                                    grad_accum_steps=args.grad_accum_steps, progress=args.progress, epoch=epoch + 1)
+            val = evaluate(model, val_loader, loss_fn, compute, progress=args.progress)
+            check_finite(train, val, epoch + 1)
+
+            # bookkeeping: the best model and the resumable state are saved before the epoch is logged
+            schedule.observe(val["loss"])
+            stop = stopping.should_stop(val["loss"])
+            history.append(epoch_record(epoch, train, val, optimizer, time.perf_counter() - started, model,
+                                        resumed=epoch == start > 0, stopped_early=stop))
+            checkpointer.end_of_epoch(history)
+            session.log(f"[INFO] EPOCH: {epoch + 1}/{args.epochs}\n"
+                        f"Train loss: {train['loss']:.6f}, Train accuracy: {train['accuracy']:.4f}\n"
+                        f"Val loss: {val['loss']:.6f}, Val accuracy: {val['accuracy']:.4f}")
+            if stop:
+                session.log(f"[INFO] early stopping after epoch {epoch + 1}: the validation loss has not improved for "
+                            "the last epochs (--patience)")
+                break
+
+        # save the final model, plot the training history, and report on the validation set
+        if is_main_process():
+            session.log_total_time(history)
+            checkpointer.save_final(history, args.plot)
+            plots.plot_history(history, args.plot)
+            session.log(f"[INFO] saved {checkpointer.describe(history)}, {args.plot}")
+        session.report(model, val_ds)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from pyimagesearch import annotate, cli, config, deploy, fileio, predict, video
+from pyimagesearch import annotate, cli, config, deploy, fileio, paths, predict, video
 from pyimagesearch.errors import UserError, run_cli
 from pyimagesearch.runtime import seed_everything
 
@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise UserError("--video and --camera: choose one source of frames.")
     if args.export:
         meta = deploy.export_onnx(args.model, args.export)
-        print(f"[INFO] wrote {args.export} and {deploy.metadata_path(args.export)} "
+        print(f"[INFO] wrote {args.export} and {paths.onnx_metadata_path(args.export)} "
               f"({len(meta['class_names'])} classes, {meta['image_size']} px)")
         return
     fileio.check_writable_folder(args.output, "--output")

@@ -14,14 +14,23 @@ resumable state (output/warmup_model_resume.pth) and the cached features (output
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Sequence
 
-from pyimagesearch import config, engine, features
+import torch
+from torch import nn
+
+from pyimagesearch import config, features, plots
 from pyimagesearch.cli import positive_int
-from pyimagesearch.create_dataloaders import as_eval
+from pyimagesearch.create_dataloaders import eval_transforms, feature_loader, get_dataloader, train_transforms
+from pyimagesearch.distributed import is_main_process, set_epoch
+from pyimagesearch.engine import check_finite, evaluate, extract_features, predict, train_one_epoch
 from pyimagesearch.errors import run_cli
-from pyimagesearch.model import Body, build_model, freeze_body
-from pyimagesearch.training import TrainingRun, training_parser
+from pyimagesearch.freezing import freeze_body
+from pyimagesearch.model import Body, build_model
+from pyimagesearch.paths import feature_cache_folder
+from pyimagesearch.schedule import EarlyStopping, LearningRate
+from pyimagesearch.training import TrainingSession, epoch_record, training_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,34 +50,92 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    with TrainingRun(args, head="linear") as run:
+    with TrainingSession(args) as session:  # outputs checked; device, precision, seeds; torchrun
+        compute, size, batch_size = session.compute, args.image_size, args.batch_size
+
+        # the training and validation sets, through the tutorial's dataloader helper; with the
+        # feature cache, the training images are read in order, once per cached view (un-augmented
+        # when there is one view, as validation images are)
+        augment = not args.feature_cache or args.cache_views > 1
+        train_ds, train_loader = get_dataloader(args.train, train_transforms(size) if augment else eval_transforms(size),
+                                                batch_size, shuffle=not args.feature_cache,
+                                                equal_shares=args.feature_cache, **session.loader_options)
+        val_ds, val_images = get_dataloader(args.val, eval_transforms(size), batch_size, shuffle=False,
+                                            **session.loader_options)
+        checkpointer = session.checkpointer_for(train_ds, val_ds, head="linear")
+
         # ResNet50 with ImageNet weights; only the new Linear(2048, classes) head learns, and the
         # frozen body stays in eval mode so its BatchNorm statistics keep their ImageNet values
-        model = build_model(len(run.class_names), head="linear", weights=run.weights())
+        model = build_model(len(train_ds.classes), head="linear", weights=session.backbone_weights())
         freeze_body(model)
-        model = run.prepare(model)
+        model = session.prepare(model)
         body, head = Body(model), model.fc
 
+        # the frozen body's output does not change while the head trains: compute it once (per
+        # cached view), or find it on disk from an earlier run with the same weights, images and
+        # size; the validation images are never augmented, so their features are computed once
+        # in both modes
         if args.feature_cache:
-            # the body's output does not change while the head trains: compute it once per view, or
-            # find it on disk from an earlier run with the same weights, images and size
             views = args.cache_views
-            if views == 1:
-                as_eval(run.train_ds, args.image_size)  # one un-augmented view, decoded as validation is
-            val_features, cached = features.body_features(run, body, views)
-            val_loader = run.feature_loader(*val_features, shuffle=False)
-            view_loaders = [run.feature_loader(*view, shuffle=True) for view in cached]
-            history = run.fit(model, head, lambda epoch: view_loaders[epoch % views], val_loader)
-        else:
-            # the tutorial's way: a fresh augmentation of every training image in every epoch; the
-            # validation images are never augmented, so their features are still computed only once
-            val_features = engine.extract_features(body, run.loader(run.val_ds, shuffle=False, once=True),
-                                                   run.precision, progress=args.progress, desc="features (val)")
-            val_loader = run.feature_loader(*val_features, shuffle=False)
-            history = run.fit(model, head, run.loader(run.train_ds, shuffle=True), val_loader, feature_fn=body)
-        # the report reuses the validation features instead of running the body over the images again
-        run.finish(model, history,
-                   val_predictions=lambda: engine.predict(head, val_loader, run.precision, progress=False))
+            cache = features.cache_for(feature_cache_folder(args.feature_cache_dir, args.model), weights=args.weights,
+                                       train_ds=train_ds, val_ds=val_ds, image_size=size, views=views, seed=args.seed,
+                                       compute=compute, fold_bn=args.fold_bn)
+            val_features, view_features = features.body_features(body, train_loader, val_images, views, compute, cache,
+                                                                 progress=args.progress, log=session.log)
+            val_loader = feature_loader(*val_features, batch_size, shuffle=False, seed=args.seed)
+            view_loaders = [feature_loader(*view, batch_size, shuffle=True, seed=args.seed) for view in view_features]
+            generators, feature_fn = [val_loader.generator] + [v.generator for v in view_loaders], None
+        else:  # the tutorial's way: a fresh augmentation of every training image in every epoch
+            val_features = extract_features(body, val_images, compute, progress=args.progress, desc="features (val)")
+            val_loader = feature_loader(*val_features, batch_size, shuffle=False, seed=args.seed)
+            generators, feature_fn = [val_loader.generator, train_loader.generator], body
+
+        # loss, optimizer, and the opt-in learning-rate schedule and early stopping
+        loss_fn = nn.CrossEntropyLoss()
+        optimizer = torch.optim.Adam(head.parameters(), lr=args.lr)
+        scaler = compute.scaler()
+        schedule = LearningRate(args.lr_scheduler, args.lr, args.epochs, args.warmup_epochs)
+        stopping = EarlyStopping(args.patience)
+        checkpointer.track(model, head, optimizer, schedule, stopping, generators, scaler)
+        history = checkpointer.restore()  # [] unless --resume
+        trainer = session.parallel(head)
+
+        start = len(history)
+        for epoch in session.epochs(start):
+            started = time.perf_counter()
+            schedule.apply(optimizer, epoch)
+            epoch_loader = view_loaders[epoch % views] if args.feature_cache else train_loader
+            set_epoch(epoch_loader, epoch)
+
+            # a training pass, then a validation pass (both over the head alone when features are cached)
+            train = train_one_epoch(trainer, epoch_loader, loss_fn, optimizer, compute, scaler=scaler,
+                                    grad_accum_steps=args.grad_accum_steps, feature_fn=feature_fn,
+                                    progress=args.progress, epoch=epoch + 1)
+            val = evaluate(head, val_loader, loss_fn, compute, progress=args.progress)
+            check_finite(train, val, epoch + 1)
+
+            # bookkeeping: the best model and the resumable state are saved before the epoch is logged
+            schedule.observe(val["loss"])
+            stop = stopping.should_stop(val["loss"])
+            history.append(epoch_record(epoch, train, val, optimizer, time.perf_counter() - started, head,
+                                        resumed=epoch == start > 0, stopped_early=stop))
+            checkpointer.end_of_epoch(history)
+            session.log(f"[INFO] EPOCH: {epoch + 1}/{args.epochs}\n"
+                        f"Train loss: {train['loss']:.6f}, Train accuracy: {train['accuracy']:.4f}\n"
+                        f"Val loss: {val['loss']:.6f}, Val accuracy: {val['accuracy']:.4f}")
+            if stop:
+                session.log(f"[INFO] early stopping after epoch {epoch + 1}: the validation loss has not improved for "
+                            "the last epochs (--patience)")
+                break
+
+        # save the final model, plot the training history, and report on the validation set (from
+        # the validation features, instead of running the body over the images again)
+        if is_main_process():
+            session.log_total_time(history)
+            checkpointer.save_final(history, args.plot)
+            plots.plot_history(history, args.plot)
+            session.log(f"[INFO] saved {checkpointer.describe(history)}, {args.plot}")
+        session.report(model, val_ds, val_predictions=lambda: predict(head, val_loader, compute, progress=False))
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ def tutorial_run(mode: str, args) -> dict:
     from torchvision.models import resnet50
 
     from pyimagesearch import config
-    from pyimagesearch.model import load_backbone_weights
+    from pyimagesearch.weights import load_backbone_weights
 
     torch.manual_seed(args.seed)
     started = time.perf_counter()
@@ -172,7 +172,8 @@ def arithmetic_ceiling(args) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from pyimagesearch.model import Body, build_model, fold_frozen_batchnorm, freeze_batchnorm, freeze_body
+    from pyimagesearch.freezing import fold_frozen_batchnorm, freeze_batchnorm, freeze_body
+    from pyimagesearch.model import Body, build_model
     from pyimagesearch.runtime import resolve_amp, resolve_device
 
     device = resolve_device(args.device)
@@ -213,7 +214,7 @@ def calibrated_weights(args, path: str, images: int = 64) -> str:
     from torchvision.models import resnet50
 
     from pyimagesearch.create_dataloaders import eval_transforms
-    from pyimagesearch.model import calibrate_batchnorm
+    from pyimagesearch.stand_in import calibrate_batchnorm
 
     torch.manual_seed(args.seed)
     model = resnet50()
@@ -229,9 +230,9 @@ def loader_rate(args, passes: int = 2) -> dict:
     warm page cache: what one worker feeds, to size the workers against the model's speed."""
     import torch
 
-    from pyimagesearch.create_dataloaders import train_image_folder
+    from pyimagesearch.create_dataloaders import image_folder, train_transforms
 
-    ds = train_image_folder(os.path.join(args.dataset, "train"), args.image_size)
+    ds = image_folder(os.path.join(args.dataset, "train"), train_transforms(args.image_size))
     rates = {}
     for workers in (1, 2):
         loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, shuffle=True, num_workers=workers,
@@ -255,8 +256,9 @@ def single_image_latency(args, runs: int = 20) -> dict:
     import torch
 
     from pyimagesearch import checkpoint, deploy, engine
-    from pyimagesearch.model import build_model, fold_frozen_batchnorm
-    from pyimagesearch.runtime import Precision, resolve_amp
+    from pyimagesearch.freezing import fold_frozen_batchnorm
+    from pyimagesearch.model import build_model
+    from pyimagesearch.runtime import Compute, resolve_amp
 
     work = tempfile.mkdtemp()
     try:
@@ -272,16 +274,16 @@ def single_image_latency(args, runs: int = 20) -> dict:
             loaded, _ = checkpoint.load(path)
             if fold:
                 fold_frozen_batchnorm(loaded.requires_grad_(False))
-            precision = Precision(cpu, resolve_amp(amp, cpu), channels_last)
-            runners[name] = (precision.prepare(loaded).eval(), precision)
-        runners["opencv_dnn"] = (deploy.load_onnx(os.path.join(work, "model.onnx"))[0], Precision(cpu))
+            compute = Compute(cpu, resolve_amp(amp, cpu), channels_last)
+            runners[name] = (compute.prepare(loaded).eval(), compute)
+        runners["opencv_dnn"] = (deploy.load_onnx(os.path.join(work, "model.onnx"))[0], Compute(cpu))
         x = torch.rand(1, 3, args.image_size, args.image_size)
         result = {}
-        for name, (runner, precision) in runners.items():
+        for name, (runner, compute) in runners.items():
             times = []
             for i in range(runs + 3):
                 started = time.perf_counter()
-                engine.probabilities(runner, x, precision)
+                engine.probabilities(runner, x, compute)
                 if i >= 3:
                     times.append(time.perf_counter() - started)
             result[name] = statistics.median(times) * 1000

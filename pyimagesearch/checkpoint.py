@@ -9,10 +9,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from .distributed import unwrap
 from .errors import UserError, first_line
 from .fileio import atomic_write, read_torch
 from .model import ARCH, HEADS, build_head, build_model
-from .runtime import unwrap
 
 META_KEYS = ("arch", "head", "class_names", "image_size", "mean", "std")
 REQUIRED_KEYS = ("model", *META_KEYS)

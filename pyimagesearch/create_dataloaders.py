@@ -1,17 +1,22 @@
-"""Data loaders and the tutorial's transforms."""
+"""The tutorial's dataloader helper, get_dataloader, and its transforms.
+
+Both training scripts and inference load their images through this module: one ImageFolder
+(only regular files, hidden folders are not classes, every file decoded as upright RGB), one
+DataLoader factory (workers sized from the device, a seeded generator for --resume, this
+process's share under torchrun).
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
-from torch.utils.data.distributed import DistributedSampler
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 from torchvision import datasets
 from torchvision import transforms as T
 
 from . import config
+from .distributed import rank, share_sampler
 from .errors import UserError
 from .images import ImageFileFilter, RGBLoader, train_draft_size
 from .runtime import resolve_workers
@@ -81,55 +86,35 @@ def eval_image_folder(rootDir: str, image_size: int, mean=config.MEAN, std=confi
     return image_folder(rootDir, eval_transforms(image_size, mean, std), draft_size=image_size)
 
 
-def train_image_folder(rootDir: str, image_size: int) -> datasets.ImageFolder:
-    """Class folders with the tutorial's augmentation, drafted only as far as the smallest crop allows."""
-    return image_folder(rootDir, train_transforms(image_size), draft_size=train_draft_size(image_size))
-
-
-def as_eval(ds: datasets.ImageFolder, image_size: int) -> datasets.ImageFolder:
-    """Switch a training ImageFolder to the evaluation transform and decode (un-augmented views)."""
-    ds.transform, ds.loader = eval_transforms(image_size), eval_loader(image_size)
-    return ds
-
-
-class ShardSampler(Sampler[int]):
-    """Every rank takes every world_size-th index, without the padding DistributedSampler adds,
-    so metrics summed over ranks count each image exactly once."""
-
-    def __init__(self, length: int, rank: int, world_size: int) -> None:
-        self.indices = list(range(rank, length, world_size))
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
+def decode_size(transforms) -> int | None:
+    """How far the JPEG decoder may shrink a photo for ``transforms`` without losing detail the
+    transform keeps: the squash-resize's size for evaluation, the smallest random crop's
+    bound for training (see images.train_draft_size), no drafting for anything else."""
+    first = transforms.transforms[0] if isinstance(transforms, T.Compose) and transforms.transforms else transforms
+    if isinstance(first, T.RandomResizedCrop):
+        return train_draft_size(min(first.size))
+    if isinstance(first, T.Resize) and isinstance(first.size, (tuple, list)):
+        return min(first.size)
+    return None
 
 
 def make_loader(ds: Dataset, batch_size: int, shuffle: bool, num_workers: int | str | None = None,
-                device: str = config.DEVICE, seed: int = config.SEED, even: bool = False,
-                collate_fn=None, shard: bool = True) -> DataLoader:
-    """A DataLoader with safe defaults; under torchrun each process gets its own share.
+                device: str = config.DEVICE, seed: int = config.SEED, *, equal_shares: bool = False,
+                split_across_processes: bool = True, collate_fn=None) -> DataLoader:
+    """The one DataLoader factory: workers sized from the device, a generator seeded for --resume.
 
-    Training shares (``shuffle`` or ``even``) are padded to equal length, as DDP needs every
-    process to take the same number of steps; evaluation shares are not, so that summed
-    metrics count each image once. ``shard=False`` is for data that already is this process's
-    share (cached features).
+    Under torchrun each process gets its own share (see distributed.share_sampler);
+    ``equal_shares`` pads an unshuffled share to the length of the others (a pass whose output
+    trains, such as feature caching), and ``split_across_processes=False`` is for data that
+    already is this process's share (cached features).
     """
     num_workers = resolve_workers(config.NUM_WORKERS if num_workers is None else num_workers, device)
-    sampler, rank, world = None, 0, 1
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
-    if shard and world > 1:
-        # the sampler's seed is shared: every process must agree on the permutation it shards
-        sampler = (DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=shuffle, seed=seed)
-                   if shuffle or even else ShardSampler(len(ds), rank, world))
-        shuffle = False
+    sampler = share_sampler(ds, shuffle, equal_shares, seed) if split_across_processes else None
     # the generator seeds the workers' augmentation: offset by rank, so processes draw different crops
     generator = torch.Generator()
-    generator.manual_seed(seed + rank)
+    generator.manual_seed(seed + rank())
     return DataLoader(
-        ds, batch_size=batch_size, shuffle=shuffle, sampler=sampler,
+        ds, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
         num_workers=num_workers,
         pin_memory=str(device).startswith("cuda"),
         persistent_workers=num_workers > 0,
@@ -138,15 +123,23 @@ def make_loader(ds: Dataset, batch_size: int, shuffle: bool, num_workers: int | 
     )
 
 
-def get_dataloader(rootDir: str, transforms, batchSize: int, shuffle: bool = True,
-                   num_workers: int | None = None, device: str = config.DEVICE,
-                   draft_size: int | None = None) -> tuple[datasets.ImageFolder, DataLoader]:
+def get_dataloader(rootDir: str, transforms, batchSize: int, shuffle: bool = True, *,
+                   num_workers: int | str | None = None, device: str = config.DEVICE, seed: int = config.SEED,
+                   equal_shares: bool = False) -> tuple[datasets.ImageFolder, DataLoader]:
     """The tutorial's helper: an ImageFolder over ``rootDir`` and a DataLoader over it.
 
     Unlike the tutorial, ``num_workers`` is not ``os.cpu_count()`` everywhere (dozens of
     processes on a big CPU-only machine, each taking a core the math needs) but
-    config.NUM_WORKERS, sized from the device by default.
+    config.NUM_WORKERS, sized from the device by default; and JPEGs are decoded only as large
+    as ``transforms`` needs (decode_size).
     """
-    ds = image_folder(rootDir, transforms, draft_size=draft_size)
-    return ds, make_loader(ds, batchSize, shuffle, num_workers=num_workers, device=device)
+    ds = image_folder(rootDir, transforms, draft_size=decode_size(transforms))
+    loader = make_loader(ds, batchSize, shuffle, num_workers, device, seed, equal_shares=equal_shares)
+    return ds, loader
 
+
+def feature_loader(features: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool,
+                   seed: int = config.SEED) -> DataLoader:
+    """Batches of cached body features: already this process's share, read in the main process."""
+    return make_loader(TensorDataset(features, labels), batch_size, shuffle, 0, "cpu", seed,
+                       split_across_processes=False)

@@ -18,13 +18,9 @@ from torch import nn
 
 from . import checkpoint, fileio
 from .errors import UserError
+from .paths import onnx_metadata_path as metadata_path
 
 OPSET = 17
-
-
-def metadata_path(onnx_path: str) -> str:
-    """output/finetune_model.onnx -> output/finetune_model.json"""
-    return f"{os.path.splitext(onnx_path)[0]}.json"
 
 
 def export_onnx(model_path: str, onnx_path: str) -> dict[str, Any]:

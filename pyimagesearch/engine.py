@@ -1,19 +1,22 @@
-"""The one training loop: train_one_epoch, evaluate, predict, extract_features, fit."""
+"""One pass over the data: train_one_epoch, evaluate, predict, extract_features.
+
+The epoch loop itself is in each training script's main, as in the tutorial.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import math
-import time
 from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
+from .distributed import all_reduce_sum, find_ddp, is_main_process
 from .errors import UserError
-from .model import set_train_mode
-from .runtime import Precision, all_reduce_sum, is_main_process, unwrap
+from .freezing import set_train_mode
+from .runtime import Compute
 
 
 class NonFiniteLoss(UserError):
@@ -68,35 +71,25 @@ class _Tally:
         if first_bad >= 0:
             raise _diverged(f"{where}batch {first_bad + 1}")
 
-    def summary(self, precision: Precision) -> dict[str, float]:
+    def summary(self, compute: Compute) -> dict[str, float]:
         loss_sum, correct, count = all_reduce_sum([self.loss_sum.item(), self.correct.item(), self.count],
-                                                  precision.device)
+                                                  compute.device)
         count = int(count)
         return {"loss": loss_sum / max(count, 1), "accuracy": correct / max(count, 1), "count": count}
 
 
-def _ddp(model: nn.Module) -> nn.parallel.DistributedDataParallel | None:
-    """The DistributedDataParallel wrapper inside ``model`` (under torch.compile), if any."""
-    while True:
-        if isinstance(model, nn.parallel.DistributedDataParallel):
-            return model
-        if not hasattr(model, "_orig_mod"):
-            return None
-        model = model._orig_mod
-
-
-def _features(feature_fn: FeatureFn | None, x: torch.Tensor, precision: Precision) -> torch.Tensor:
+def _features(feature_fn: FeatureFn | None, x: torch.Tensor, compute: Compute) -> torch.Tensor:
     """Run the frozen body without autograd; ``clone()`` turns the inference tensor into one
     the head's backward pass may keep."""
     if feature_fn is None:
         return x
-    with torch.inference_mode(), precision.autocast():
+    with torch.inference_mode(), compute.autocast():
         features = feature_fn(x)
     return features.float().clone()
 
 
 def train_one_epoch(model: nn.Module, loader: Iterable, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
-                    precision: Precision, *, grad_accum_steps: int = 1,
+                    compute: Compute, *, grad_accum_steps: int = 1,
                     scaler: torch.amp.GradScaler | None = None, feature_fn: FeatureFn | None = None,
                     progress: bool = True, desc: str = "train", epoch: int | None = None) -> dict[str, float]:
     """One pass over ``loader``; returns the sample-weighted mean loss, accuracy and count.
@@ -109,19 +102,19 @@ def train_one_epoch(model: nn.Module, loader: Iterable, loss_fn: nn.Module, opti
     if isinstance(feature_fn, nn.Module):
         feature_fn.eval()  # a frozen body: BatchNorm must use, not update, its statistics
     optimizer.zero_grad(set_to_none=True)
-    tally = _Tally(precision.device)
+    tally = _Tally(compute.device)
     bar = _batches(loader, desc, progress)
-    ddp = _ddp(model) if grad_accum_steps > 1 else None
+    ddp = find_ddp(model) if grad_accum_steps > 1 else None
     total = len(loader) if ddp is not None else None
     pending = 0
     where = f"epoch {epoch}, " if epoch is not None else ""
     for index, (x, y) in enumerate(bar):
-        x, y = precision.to_device(x), y.to(precision.device, non_blocking=True)
-        x = _features(feature_fn, x, precision)
+        x, y = compute.to_device(x), y.to(compute.device, non_blocking=True)
+        x = _features(feature_fn, x, compute)
         steps_now = pending + 1 == grad_accum_steps or (total is not None and index + 1 == total)
         # intermediate micro-steps keep their gradients local: one all-reduce per optimizer step
         with ddp.no_sync() if ddp is not None and not steps_now else contextlib.nullcontext():
-            with precision.autocast():
+            with compute.autocast():
                 logits = model(x)
                 loss = loss_fn(logits, y)
             scaled = loss / grad_accum_steps
@@ -134,7 +127,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, loss_fn: nn.Module, opti
     tally.check(where)
     if pending:
         _step(optimizer, scaler)
-    return tally.summary(precision)
+    return tally.summary(compute)
 
 
 def _step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
@@ -147,35 +140,35 @@ def _step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None)
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, loader: Iterable, loss_fn: nn.Module, precision: Precision, *,
+def evaluate(model: nn.Module, loader: Iterable, loss_fn: nn.Module, compute: Compute, *,
              progress: bool = True, desc: str = "val") -> dict[str, float]:
     """Mean loss, accuracy and image count over ``loader`` (summed over all torchrun processes)."""
     model.eval()
-    tally = _Tally(precision.device)
+    tally = _Tally(compute.device)
     for x, y in _batches(loader, desc, progress):
-        x, y = precision.to_device(x), y.to(precision.device, non_blocking=True)
-        with precision.autocast():
+        x, y = compute.to_device(x), y.to(compute.device, non_blocking=True)
+        with compute.autocast():
             logits = model(x)
         tally.add(loss_fn(logits.float(), y), logits, y)
-    return tally.summary(precision)
+    return tally.summary(compute)
 
 
 @torch.inference_mode()
-def probabilities(model: nn.Module, x: torch.Tensor, precision: Precision) -> torch.Tensor:
+def probabilities(model: nn.Module, x: torch.Tensor, compute: Compute) -> torch.Tensor:
     """Softmax probabilities of one batch, float32 on the CPU."""
-    with precision.autocast():
-        logits = model(precision.to_device(x))
+    with compute.autocast():
+        logits = model(compute.to_device(x))
     return logits.float().softmax(1).cpu()
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, loader: Iterable, precision: Precision, *, progress: bool = True,
+def predict(model: nn.Module, loader: Iterable, compute: Compute, *, progress: bool = True,
             desc: str = "predict") -> tuple[torch.Tensor, torch.Tensor]:
     """Softmax probabilities (N, classes) and the loader's labels (N), on the CPU."""
     model.eval()
     batches, labels = [], []
     for x, y in _batches(loader, desc, progress):
-        batches.append(probabilities(model, x, precision))
+        batches.append(probabilities(model, x, compute))
         labels.append(y.cpu())
     if not batches:
         return torch.empty(0, 0), torch.empty(0, dtype=torch.long)
@@ -183,63 +176,21 @@ def predict(model: nn.Module, loader: Iterable, precision: Precision, *, progres
 
 
 @torch.inference_mode()
-def extract_features(body: nn.Module, loader: Iterable, precision: Precision, *, progress: bool = True,
+def extract_features(body: nn.Module, loader: Iterable, compute: Compute, *, progress: bool = True,
                      desc: str = "features") -> tuple[torch.Tensor, torch.Tensor]:
     """Run the frozen ``body`` once over ``loader``: (N, 2048) float32 features and labels, on the CPU."""
     body.eval()
     features, labels = [], []
     for x, y in _batches(loader, desc, progress):
-        with precision.autocast():
-            features.append(body(precision.to_device(x)).float().cpu())
+        with compute.autocast():
+            features.append(body(compute.to_device(x)).float().cpu())
         labels.append(y.cpu())
     if not features:  # under torchrun, a process whose share of a small set is empty
         return torch.empty(0, 0), torch.empty(0, dtype=torch.long)
     return torch.cat(features), torch.cat(labels)
 
 
-def fit(model: nn.Module, train_loader: Iterable | Callable[[int], Iterable], val_loader: Iterable,
-        loss_fn: nn.Module, optimizer: torch.optim.Optimizer, precision: Precision, epochs: int, *,
-        start_epoch: int = 0, scaler: torch.amp.GradScaler | None = None, grad_accum_steps: int = 1,
-        feature_fn: FeatureFn | None = None, on_epoch_start: Callable[[int], None] | None = None,
-        on_epoch_end: Callable[[dict[str, float]], bool | None] | None = None,
-        progress: bool = True) -> list[dict[str, float]]:
-    """Train epochs ``start_epoch`` .. ``epochs - 1`` and return their history, one record each.
-
-    ``train_loader`` may be a function of the epoch (cached feature views, distributed samplers).
-    ``on_epoch_start(epoch)`` runs before an epoch (learning rate, unfreezing); ``on_epoch_end(record)``
-    after it, and returning True stops training there (early stopping).
-    """
-    history: list[dict[str, float]] = []
-    for epoch in tqdm(range(start_epoch, epochs), desc="epochs", unit="epoch", dynamic_ncols=True,
-                      initial=start_epoch, total=epochs, disable=not (progress and is_main_process())):
-        if on_epoch_start:
-            on_epoch_start(epoch)
-        started = time.perf_counter()
-        loader = train_loader(epoch) if callable(train_loader) else train_loader
-        sampler = getattr(loader, "sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
-        train = train_one_epoch(model, loader, loss_fn, optimizer, precision, grad_accum_steps=grad_accum_steps,
-                                scaler=scaler, feature_fn=feature_fn, progress=progress, epoch=epoch + 1)
-        # the bare module: evaluation shards differ in length, and DDP's forward must not wait for peers
-        val = evaluate(unwrap(model), val_loader, loss_fn, precision, progress=progress)
-        if not (math.isfinite(train["loss"]) and math.isfinite(val["loss"])):
-            raise _diverged(f"epoch {epoch + 1} (validation)")
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": train["loss"], "train_acc": train["accuracy"], "train_count": train["count"],
-            "val_loss": val["loss"], "val_acc": val["accuracy"], "val_count": val["count"],
-            "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started,
-        }
-        history.append(record)
-        stop = bool(on_epoch_end(record)) if on_epoch_end else False  # saves first: a logged epoch is on disk
-        if is_main_process():
-            tqdm.write(f"[INFO] EPOCH: {epoch + 1}/{epochs}\n"
-                       f"Train loss: {train['loss']:.6f}, Train accuracy: {train['accuracy']:.4f}\n"
-                       f"Val loss: {val['loss']:.6f}, Val accuracy: {val['accuracy']:.4f}")
-            if stop:
-                tqdm.write(f"[INFO] early stopping after epoch {epoch + 1}: the validation loss has not improved "
-                           "for the last epochs (--patience)")
-        if stop:
-            break
-    return history
+def check_finite(train: dict[str, float], val: dict[str, float], epoch: int) -> None:
+    """Stop with NonFiniteLoss when an epoch's mean training or validation loss is NaN or infinite."""
+    if not (math.isfinite(train["loss"]) and math.isfinite(val["loss"])):
+        raise _diverged(f"epoch {epoch} (validation)")

@@ -12,13 +12,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch.utils.data import DataLoader
 
 from . import engine, fileio
-from .model import weights_identity
-from .runtime import rank, world_size
+from .distributed import rank, world_size
+from .runtime import Compute
+from .weights import weights_identity
 
 FORMAT = 1  # bump when what is stored changes
 
@@ -54,43 +57,39 @@ class FeatureCache:
         fileio.atomic_write(self.path, lambda temp: torch.save(payload, temp))
 
 
-def cache_for(run, views: int) -> FeatureCache | None:
-    """The persistent cache of this run's features, or None when --feature-cache-dir is none."""
-    args = run.args
-    folder = args.feature_cache_dir
-    if not folder or folder.lower() == "none":
+def cache_for(folder: str | None, *, weights: str, train_ds, val_ds, image_size: int, views: int, seed: int,
+              compute: Compute, fold_bn: bool) -> FeatureCache | None:
+    """The persistent cache of a run's features in ``folder``, or None when there is no folder."""
+    if folder is None:
         return None
-    if folder.lower() == "auto":
-        folder = os.path.join(os.path.dirname(args.model), "feature_cache")
     fileio.check_writable_folder(folder, "--feature-cache-dir")
-    precision = run.precision
     fields = {
-        "format": FORMAT, "torch": str(torch.__version__), "weights": weights_identity(args.weights),
-        "train": _files_digest(run.train_ds), "val": _files_digest(run.val_ds), "image_size": args.image_size,
-        "views": views, "seed": args.seed, "device": precision.device.type, "amp": str(precision.amp_dtype),
-        "channels_last": precision.channels_last, "fold_bn": args.fold_bn, "rank": rank(), "world_size": world_size(),
+        "format": FORMAT, "torch": str(torch.__version__), "weights": weights_identity(weights),
+        "train": _files_digest(train_ds), "val": _files_digest(val_ds), "image_size": image_size,
+        "views": views, "seed": seed, "device": compute.device.type, "amp": str(compute.amp_dtype),
+        "channels_last": compute.channels_last, "fold_bn": fold_bn, "rank": rank(), "world_size": world_size(),
     }
     return FeatureCache(folder, fields)
 
 
-def body_features(run, body, views: int) -> tuple[tuple[torch.Tensor, torch.Tensor], list[tuple[torch.Tensor, torch.Tensor]]]:
-    """Validation features and ``views`` views of the training features: from the persistent
-    cache when its key matches, otherwise computed by ``body`` (and stored for the next run)."""
-    cache = cache_for(run, views)
+Features = tuple[torch.Tensor, torch.Tensor]
+
+
+def body_features(body: torch.nn.Module, train_images: DataLoader, val_images: DataLoader, views: int, compute: Compute,
+                  cache: FeatureCache | None, *, progress: bool = True,
+                  log: Callable[[str], None] = print) -> tuple[Features, list[Features]]:
+    """Validation features and ``views`` passes of ``body`` over ``train_images`` (augmented when
+    its transform is): from ``cache`` when its key matches, otherwise computed and stored there."""
     stored = cache.load() if cache else None
     if stored is not None:
-        run.log(f"[INFO] reusing the body's features from {cache.path} (same weights, images, size and views): "
-                "the body does not run")
+        log(f"[INFO] reusing the body's features from {cache.path} (same weights, images, size and views): "
+            "the body does not run")
         return tuple(stored["val"]), [tuple(v) for v in stored["views"]]
-    progress = run.args.progress
-    val = engine.extract_features(body, run.loader(run.val_ds, shuffle=False, once=True), run.precision,
-                                  progress=progress, desc="features (val)")
-    # even: under torchrun every process must cache as many features, to take as many steps
-    train_images = run.loader(run.train_ds, shuffle=False, even=True, once=True)
-    cached = [engine.extract_features(body, train_images, run.precision, progress=progress,
+    val = engine.extract_features(body, val_images, compute, progress=progress, desc="features (val)")
+    cached = [engine.extract_features(body, train_images, compute, progress=progress,
                                       desc=f"features (view {view + 1}/{views})") for view in range(views)]
     if cache:
         cache.save(val, cached)
-        run.log(f"[INFO] stored the body's features in {cache.path}; a run with the same weights, images, size and "
-                "views reuses them")
+        log(f"[INFO] stored the body's features in {cache.path}; a run with the same weights, images, size and "
+            "views reuses them")
     return val, cached

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from .errors import UserError, first_line
+from .images import NOT_REGULAR
 
 try:  # POSIX; on Windows builds are not locked against each other
     import fcntl
@@ -136,12 +137,20 @@ def read_torch(path: str, missing: str, unreadable: str) -> Any:
     no such file, ``unreadable`` (with ``{reason}``) when it does not load as plain data."""
     import torch
 
+    check_regular_or_absent(path, "")
     if not os.path.isfile(path):
         raise UserError(missing)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise UserError(unreadable.replace("{reason}", first_line(error))) from None  # paths may hold braces
+
+
+def check_regular_or_absent(path: str, what: str) -> None:
+    """``path`` is a regular file or does not exist: a FIFO or device is never opened (it would
+    block forever, or stream without end), nor replaced."""
+    if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):
+        raise UserError(f"{what + ': ' if what else ''}'{path}' is {NOT_REGULAR}. Pass the path of a regular file.")
 
 
 def check_writable_folder(folder: str, what: str) -> None:

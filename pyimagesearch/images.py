@@ -20,6 +20,10 @@ def is_image_file(path: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
 
 
+# why a file named like an image (or a model, a video) was not opened
+NOT_REGULAR = "not a regular file (a pipe, socket or device is never opened)"
+
+
 def is_regular_file(path: str) -> bool:
     """A plain file (after following links): a FIFO, socket or device named like an image would
     block or stream forever when opened, so nothing else is ever opened as an image."""
@@ -123,7 +127,7 @@ def check_image(path: str) -> str | None:
     under twice that) counts as a refusal too, since training would decode it again.
     """
     if not is_regular_file(path):
-        return "not a regular file (a pipe, socket or device is never opened)"
+        return NOT_REGULAR
     if os.path.getsize(path) == 0:
         return "empty file (0 bytes)"
     try:

@@ -25,9 +25,9 @@ from . import checkpoint, deploy, engine, fileio, plots, report
 from .annotate import has_display
 from .create_dataloaders import eval_image_folder, eval_loader, eval_transforms, make_loader
 from .errors import UserError
-from .images import is_image_file, is_regular_file
-from .model import fold_frozen_batchnorm
-from .runtime import Precision, resolve_amp, resolve_device, resolve_workers
+from .freezing import fold_frozen_batchnorm
+from .images import NOT_REGULAR, is_image_file, is_regular_file
+from .runtime import Compute, resolve_amp, resolve_device, resolve_workers
 
 
 @dataclass
@@ -36,7 +36,7 @@ class Predictor:
 
     model: nn.Module
     meta: dict[str, Any]
-    precision: Precision
+    compute: Compute
     num_workers: int
     stem: str  # output names start with the checkpoint's name: finetune_model_predictions.png
 
@@ -60,15 +60,15 @@ def load_predictor(args: argparse.Namespace) -> Predictor:
         model, meta = deploy.load_onnx(args.model)
         cpu = torch.device("cpu")
         print("[INFO] running the exported model with OpenCV's DNN module on the CPU")
-        return Predictor(model, meta, Precision(cpu), resolve_workers(args.num_workers, cpu), stem)
+        return Predictor(model, meta, Compute(cpu), resolve_workers(args.num_workers, cpu), stem)
     device = resolve_device(args.device)
-    precision = Precision(device, resolve_amp(args.amp, device), args.channels_last)
+    compute = Compute(device, resolve_amp(args.amp, device), args.channels_last)
     model, meta = checkpoint.load(args.model)
     model.requires_grad_(False)
     if args.fold_bn:
         fold_frozen_batchnorm(model)
-    model = precision.prepare(model).eval()
-    return Predictor(model, meta, precision, resolve_workers(args.num_workers, device), stem)
+    model = compute.prepare(model).eval()
+    return Predictor(model, meta, compute, resolve_workers(args.num_workers, device), stem)
 
 
 # --- the tutorial's picture ----------------------------------------------------------------
@@ -82,7 +82,7 @@ def random_batch(predictor: Predictor, val_dir: str, batch_size: int, output: st
     images = torch.stack([ds[i][0] for i in indices])
     truths = [ds.classes[ds.targets[i]] for i in indices]  # the label without decoding the image again
     print("[INFO] performing inference...")
-    predictions = engine.probabilities(predictor.model, images, predictor.precision)
+    predictions = engine.probabilities(predictor.model, images, predictor.compute)
     titles, colors = [], []
     for truth, probabilities in zip(truths, predictions):
         predicted = predictor.class_names[int(probabilities.argmax())]
@@ -118,9 +118,6 @@ def _collate(batch):
     return images, [item[1] for item in good], [(item[1], item[2]) for item in batch if item[2]]
 
 
-NOT_REGULAR = "not a regular file (a pipe, socket or device is never opened)"
-
-
 def expand_paths(paths: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
     """Files given by name, and image files found in given folders; what cannot be read is listed."""
     files, problems = [], []
@@ -154,14 +151,14 @@ def classify_files(predictor: Predictor, paths: Sequence[str], output: str, *, t
     top_k = max(1, min(top_k, len(class_names)))
     loader = make_loader(ImageFiles(files, predictor.transform(), predictor.meta["image_size"]), batch_size,
                          shuffle=False, num_workers=min(predictor.num_workers, len(files)),
-                         device=str(predictor.precision.device), collate_fn=_collate)
+                         device=str(predictor.compute.device), collate_fn=_collate)
     rows, shown = [], []
     started = time.perf_counter()
     for images, indices, failures in loader:
         problems += [(files[i], reason) for i, reason in failures]
         if not indices:
             continue
-        values, classes = engine.probabilities(predictor.model, images, predictor.precision).topk(top_k, dim=1)
+        values, classes = engine.probabilities(predictor.model, images, predictor.compute).topk(top_k, dim=1)
         for row, i in enumerate(indices):
             top = [{"class": class_names[int(c)], "probability": float(p)} for p, c in zip(values[row], classes[row])]
             rows.append({"path": files[i], "top": top})
@@ -202,8 +199,8 @@ def evaluate_folder(predictor: Predictor, folder: str, output: str, *, batch_siz
                         f"The model's classes are {predictor.class_names}.")
     label_map = [predictor.class_names.index(c) for c in ds.classes]
     loader = make_loader(ds, batch_size, shuffle=False, num_workers=predictor.num_workers,
-                         device=str(predictor.precision.device))
-    return report.evaluate_and_report(predictor.model, loader, predictor.class_names, predictor.precision,
+                         device=str(predictor.compute.device))
+    return report.evaluate_and_report(predictor.model, loader, predictor.class_names, predictor.compute,
                                       os.path.join(output, predictor.stem), meta["mean"], meta["std"],
                                       progress=progress, label_map=label_map)
 

@@ -14,12 +14,10 @@ from torch import nn
 
 from . import engine, plots
 from .fileio import write_csv, write_text
-from .runtime import Precision
+from .runtime import Compute
 
-
-def report_prefix(model_path: str) -> str:
-    """output/finetune_model.pth -> output/finetune_model (report files are named after the model)."""
-    return os.path.splitext(model_path)[0]
+# the files write_report names after the model: <prefix>_report.json and so on
+REPORT_SUFFIXES = ("_report.json", "_report.csv", "_confusion.png", "_mistakes.png")
 
 
 def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int) -> np.ndarray:
@@ -116,7 +114,7 @@ def publish(probabilities: torch.Tensor, labels: torch.Tensor, class_names: Sequ
     return result
 
 
-def evaluate_and_report(model: nn.Module, loader: Iterable, class_names: Sequence[str], precision: Precision,
+def evaluate_and_report(model: nn.Module, loader: Iterable, class_names: Sequence[str], compute: Compute,
                         prefix: str, mean: Sequence[float], std: Sequence[float], progress: bool = True,
                         label_map: Sequence[int] | None = None) -> dict[str, Any]:
     """Predict every image of ``loader`` (shuffle off), print the table and write the report files.
@@ -124,7 +122,7 @@ def evaluate_and_report(model: nn.Module, loader: Iterable, class_names: Sequenc
     ``label_map[folder_label]`` translates the folder's class index into the model's.
     """
     started = time.perf_counter()
-    probabilities, labels = engine.predict(model, loader, precision, progress=progress, desc="evaluate")
+    probabilities, labels = engine.predict(model, loader, compute, progress=progress, desc="evaluate")
     seconds = time.perf_counter() - started
     if label_map is not None:
         labels = torch.tensor([label_map[int(label)] for label in labels], dtype=torch.long)

@@ -10,7 +10,6 @@ resumed run (CPU, ``--num-workers 0``) end with the same weights as an uninterru
 
 from __future__ import annotations
 
-import os
 import random
 from typing import Any
 
@@ -20,15 +19,8 @@ import torch
 from .errors import UserError
 from .fileio import read_torch
 
-# what a continuation must share with the run it continues (flag -> why it matters)
-FIXED = ("head", "class_names", "image_size", "weights", "world_size", "feature_cache", "cache_views", "seed")
-
-
-def resume_path(model_path: str) -> str:
-    """output/finetune_model.pth -> output/finetune_model_resume.pth"""
-    stem, ext = os.path.splitext(model_path)
-    return f"{stem}_resume{ext or '.pth'}"
-
+# what every resumable state holds besides the trained weights
+STATE_KEYS = ("optimizer", "epoch", "history", "best_val_acc", "schedule", "stopping", "rng", "settings")
 
 def rng_state(generators: list[torch.Generator]) -> dict[str, Any]:
     """Every random state of this process, as plain types and tensors (weights_only loads them)."""
@@ -65,15 +57,21 @@ def load(path: str) -> dict[str, Any]:
                                       "beside --model). Run without --resume to start from the beginning, or pass the "
                                       "--model of the run to continue.",
                          unreadable=f"--resume: '{path}' cannot be read ({{reason}}). Delete it and run without --resume.")
-    if not isinstance(payload, dict) or "resume" not in payload:
+    if not isinstance(payload, dict) or not isinstance(payload.get("resume"), dict):
         raise UserError(f"--resume: '{path}' holds no resumable state; run without --resume.")
+    state = payload["resume"]
+    missing = [key for key in STATE_KEYS if key not in state]
+    if missing or not isinstance(payload.get("model"), dict) or not isinstance(state.get("settings"), dict):
+        raise UserError(f"--resume: '{path}' is incomplete (it lacks {missing or ['model']}); it was not written by "
+                        "this version of the scripts or was damaged. Delete it and run without --resume.")
     return payload
 
 
-def check_settings(saved: dict[str, Any], current: dict[str, Any], path: str) -> None:
-    """Refuse to continue a run whose fixed settings differ, naming each difference."""
-    different = [f"{key}: {saved.get(key)!r} then, {current.get(key)!r} now" for key in FIXED
-                 if key in current and saved.get(key) != current.get(key)]
+def check_settings(saved: dict[str, Any], current: dict[str, Any], keys: tuple[str, ...], path: str) -> None:
+    """Refuse to continue a run whose ``keys`` settings differ, naming each difference (a key that an
+    older state file lacks is not compared)."""
+    different = [f"{key}: {saved.get(key)!r} then, {current.get(key)!r} now" for key in keys
+                 if key in saved and saved.get(key) != current.get(key)]
     if different:
         raise UserError(f"--resume: '{path}' was written with other settings, and training cannot continue across "
                         f"them ({'; '.join(different)}). Use the same settings, or start a new run without --resume "

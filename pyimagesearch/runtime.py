@@ -1,4 +1,7 @@
-"""Where and how the math runs: device, seeds, mixed precision, memory format, torchrun."""
+"""Where and how the math runs: device, DataLoader workers, seeds, mixed precision, memory format.
+
+What only torchrun needs lives in ``distributed.py``.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .distributed import launched_by_torchrun
 from .errors import UserError
 
 
@@ -98,8 +102,9 @@ def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
 
 
 @dataclass
-class Precision:
-    """Autocast settings shared by training and evaluation."""
+class Compute:
+    """Where and how tensors are computed, shared by training and evaluation: the device, the
+    autocast dtype (None = fp32) and the memory format of image batches."""
 
     device: torch.device
     amp_dtype: torch.dtype | None = None
@@ -136,72 +141,3 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-# --- torchrun --------------------------------------------------------------------------------
-
-def is_distributed() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
-
-
-def launched_by_torchrun() -> bool:
-    return "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
-
-
-def init_distributed(device: torch.device) -> None:
-    """Join the process group torchrun describes in the environment (no-op without torchrun)."""
-    if not launched_by_torchrun() or is_distributed():
-        return
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    if device.type == "cuda":
-        torch.cuda.set_device(device.index if device.index is not None else int(os.environ.get("LOCAL_RANK", 0)))
-    torch.distributed.init_process_group(backend=backend)
-
-
-def shutdown_distributed() -> None:
-    """Leave the process group (no-op without one). No barrier first: a process that is done
-    must not wait in a collective while another one is still writing (or has failed)."""
-    if is_distributed():
-        torch.distributed.destroy_process_group()
-
-
-def rank() -> int:
-    return torch.distributed.get_rank() if is_distributed() else 0
-
-
-def world_size() -> int:
-    return torch.distributed.get_world_size() if is_distributed() else 1
-
-
-def gather_objects(value):
-    """Every process's ``value``, in rank order (a one-item list in a single process)."""
-    if not is_distributed():
-        return [value]
-    gathered = [None] * world_size()
-    torch.distributed.all_gather_object(gathered, value)
-    return gathered
-
-
-def is_main_process() -> bool:
-    return rank() == 0
-
-
-def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
-    """Sum plain numbers over all processes (identity in a single process)."""
-    if not is_distributed():
-        return values
-    reduce_device = device if torch.distributed.get_backend() == "nccl" else torch.device("cpu")
-    tensor = torch.tensor(values, dtype=torch.float64, device=reduce_device)
-    torch.distributed.all_reduce(tensor)
-    return tensor.tolist()
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The plain module under DistributedDataParallel and torch.compile wrappers."""
-    while True:
-        if isinstance(model, nn.parallel.DistributedDataParallel):
-            model = model.module
-        elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        else:
-            return model

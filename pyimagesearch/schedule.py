@@ -39,6 +39,11 @@ class LearningRate:
             return self.base * self.plateau_scale
         return self.base
 
+    def apply(self, optimizer, epoch: int) -> None:
+        """Set the optimizer's rate for ``epoch`` (0-based)."""
+        for group in optimizer.param_groups:
+            group["lr"] = self.at(epoch)
+
     def observe(self, val_loss: float) -> None:
         """Feed the epoch's validation loss (only ``plateau`` uses it)."""
         if val_loss < self.best_loss:

@@ -86,7 +86,7 @@ def classify_stream(predictor, source: str | int, output: str, *, top_k: int, sh
                     break
                 rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
                 probabilities = engine.probabilities(predictor.model, transform(Image.fromarray(rgb))[None],
-                                                     predictor.precision)[0]
+                                                     predictor.compute)[0]
                 values, indices = probabilities.topk(top_k)
                 fps.update()
                 fps.stop()

@@ -12,9 +12,11 @@ import sys
 import torch
 
 import fine_tune
-from pyimagesearch.model import build_model, freeze_batchnorm
-from pyimagesearch.runtime import rank
-from pyimagesearch.training import TrainingRun
+from pyimagesearch.create_dataloaders import get_dataloader, make_loader, train_transforms
+from pyimagesearch.distributed import rank
+from pyimagesearch.freezing import freeze_batchnorm
+from pyimagesearch.model import build_model
+from pyimagesearch.training import TrainingSession
 
 
 class Draws(torch.utils.data.Dataset):
@@ -27,13 +29,15 @@ class Draws(torch.utils.data.Dataset):
 
 def main(argv: list[str]) -> None:
     args = fine_tune.build_parser().parse_args(argv)
-    with TrainingRun(args, head="mlp") as run:
-        model = build_model(len(run.class_names), head="mlp", weights=run.weights())
+    with TrainingSession(args) as session:
+        train_ds, _ = get_dataloader(args.train, train_transforms(args.image_size), args.batch_size,
+                                     **session.loader_options)
+        model = build_model(len(train_ds.classes), head="mlp", weights=session.backbone_weights())
         freeze_batchnorm(model)
-        model = run.prepare(model)
+        model = session.prepare(model)
         weights = float(sum(p.double().sum() for p in model.parameters()))
-        augmented = run.train_ds[0][0]  # the same file on every process: only the draws differ
-        worker = next(iter(run.loader(Draws(), shuffle=False)))[0]
+        augmented = train_ds[0][0]  # the same file on every process: only the draws differ
+        worker = next(iter(make_loader(Draws(), args.batch_size, False, **session.loader_options)))[0]
         print(json.dumps({"rank": rank(), "weights": weights, "augmentation": float(augmented.double().sum()),
                           "worker": worker.flatten().tolist()}), flush=True)
 

@@ -13,9 +13,8 @@ from PIL import Image
 import inference
 from conftest import train_args
 from pyimagesearch import predict, report
-from pyimagesearch.create_dataloaders import train_image_folder
+from pyimagesearch.create_dataloaders import eval_transforms, get_dataloader, train_transforms
 from pyimagesearch.images import train_draft_size
-from pyimagesearch.training import TrainingRun
 
 
 def _photo(path, width: int, height: int) -> None:
@@ -35,8 +34,9 @@ def test_every_mode_feeds_the_model_the_same_tensor(tmp_path, trained, monkeypat
         _photo(str(val / name / "big.jpg"), 1600, 1200)
     args = train_args(tmp_path, base, "warmup")
     args[args.index("--val") + 1] = str(val)
-    with TrainingRun(fine_tune_parser().parse_args(args), head="mlp") as run:
-        training_val = run.val_ds[0][0]  # what validation during training sees
+    parsed = fine_tune_parser().parse_args(args)
+    # what validation during training sees: the scripts' own call of the dataloader helper
+    training_val = get_dataloader(parsed.val, eval_transforms(parsed.image_size), parsed.batch_size, shuffle=False)[0][0][0]
 
     seen = {}
     real = predict.engine.probabilities
@@ -77,7 +77,7 @@ def test_training_drafts_no_further_than_its_smallest_crop_allows():
 def test_a_phone_photo_keeps_enough_pixels_for_the_smallest_crop(tmp_path):
     _photo(str(tmp_path / "train" / "a" / "phone.jpg"), 4032, 3024)
     _photo(str(tmp_path / "train" / "b" / "phone.jpg"), 1024, 768)
-    ds = train_image_folder(str(tmp_path / "train"), 224)
+    ds = get_dataloader(str(tmp_path / "train"), train_transforms(224), 4)[0]  # as the training scripts load it
     decoded = ds.loader(str(tmp_path / "train" / "a" / "phone.jpg"))
     assert decoded.size == (2016, 1512)  # drafted by 2, not by 8 to 504 x 378
     width, height = decoded.size

@@ -17,7 +17,7 @@ from PIL import Image
 
 import inference
 from conftest import ROOT, error_text
-from pyimagesearch import checkpoint, deploy, predict
+from pyimagesearch import checkpoint, deploy, paths, predict
 from pyimagesearch.create_dataloaders import eval_image_folder
 from pyimagesearch.errors import run_cli
 
@@ -45,7 +45,7 @@ def exported(trained, tmp_path_factory):
 
 def test_onnx_export_agrees_with_the_checkpoint(exported):
     base, model_path, onnx_path = exported
-    meta = json.loads(open(deploy.metadata_path(onnx_path)).read())
+    meta = json.loads(open(paths.onnx_metadata_path(onnx_path)).read())
     model, checkpoint_meta = checkpoint.load(model_path)
     assert {k: meta[k] for k in ("class_names", "image_size", "mean", "std")} == \
         {k: checkpoint_meta[k] for k in ("class_names", "image_size", "mean", "std")}

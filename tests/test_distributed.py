@@ -93,10 +93,10 @@ def test_every_process_leaves_the_group_when_set_up_fails(tmp_path, splits, monk
     monkeypatch.setattr(training, "init_distributed", lambda device: calls.append("join"))
     monkeypatch.setattr(training, "shutdown_distributed", lambda: calls.append("leave"))
     os.rename(os.path.join(splits, "val", "red"), os.path.join(splits, "val", "orange"))  # classes differ
-    args = fine_tune_parser().parse_args(train_args(tmp_path, splits, "finetune"))
+    import fine_tune
+
     with pytest.raises(UserError, match="class folders differ"):
-        with training.TrainingRun(args, head="mlp"):
-            pass
+        fine_tune.main(train_args(tmp_path, splits, "finetune"))
     assert calls[0] == "join" and "leave" in calls
 
 
@@ -111,10 +111,10 @@ def test_the_other_processes_leave_before_the_main_one_writes_the_report(tmp_pat
     monkeypatch.setattr(training, "shutdown_distributed", lambda: order.append("leave"))
     monkeypatch.setattr(report, "evaluate_and_report", lambda *a, **k: order.append("report"))
     args = fine_tune_parser().parse_args(train_args(tmp_path, splits, "finetune", "--epochs", "1"))
-    with training.TrainingRun(args, head="mlp") as run:
-        model = model_module.build_model(3, head="mlp")
-        run.finish(model, [{"epoch": 1, "train_loss": 1.0, "val_loss": 1.0, "train_acc": 0.5, "val_acc": 0.5,
-                            "seconds": 0.1}])
+    from pyimagesearch.create_dataloaders import eval_image_folder
+
+    with training.TrainingSession(args) as session:
+        session.report(model_module.build_model(3, head="mlp"), eval_image_folder(args.val, args.image_size))
     assert order[:2] == ["leave", "report"]
 
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from pyimagesearch.engine import evaluate, extract_features, fit, train_one_epoch
-from pyimagesearch.runtime import Precision
+from pyimagesearch.engine import NonFiniteLoss, check_finite, evaluate, extract_features, train_one_epoch
+from pyimagesearch.runtime import Compute
+from pyimagesearch.training import epoch_record
 
-CPU = Precision(torch.device("cpu"))
+CPU = Compute(torch.device("cpu"))
 
 
 def _data(n: int = 10, features: int = 4, classes: int = 3, seed: int = 0):
@@ -82,15 +84,24 @@ def test_no_gradient_is_carried_into_the_next_epoch():
     assert model.weight.grad is None  # zeroed after the last step, nothing left for the next epoch
 
 
-def test_fit_records_one_history_entry_per_epoch():
+def test_the_scripts_epoch_loop_records_one_history_entry_per_epoch():
+    """The loop the training scripts run: a training pass, a validation pass, one record."""
     data = _data(n=12)
     model = nn.Linear(4, 3)
-    ends = []
-    history = fit(model, DataLoader(data, batch_size=4), DataLoader(data, batch_size=5), nn.CrossEntropyLoss(),
-                  torch.optim.Adam(model.parameters(), lr=0.05), CPU, 3, on_epoch_end=ends.append, progress=False)
-    assert [r["epoch"] for r in history] == [1, 2, 3] and ends == history
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    history = []
+    for epoch in range(3):
+        train = train_one_epoch(model, DataLoader(data, batch_size=4), nn.CrossEntropyLoss(), optimizer, CPU,
+                                progress=False)
+        val = evaluate(model, DataLoader(data, batch_size=5), nn.CrossEntropyLoss(), CPU, progress=False)
+        check_finite(train, val, epoch + 1)
+        history.append(epoch_record(epoch, train, val, optimizer, 0.1, model, resumed=False, stopped_early=epoch == 2))
+    assert [r["epoch"] for r in history] == [1, 2, 3]
     assert history[-1]["train_loss"] < history[0]["train_loss"]
-    assert all(r["val_count"] == 12 for r in history)
+    assert all(r["val_count"] == 12 and r["trainable_params"] == 15 and r["lr"] == 0.05 for r in history)
+    assert "resumed" not in history[0] and history[2]["stopped_early"] is True and "stopped_early" not in history[1]
+    with pytest.raises(NonFiniteLoss, match="epoch 4"):
+        check_finite(train, {**val, "loss": float("nan")}, 4)
 
 
 def test_gradient_accumulation_all_reduces_only_before_a_step(tmp_path):

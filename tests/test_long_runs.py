@@ -147,7 +147,7 @@ def test_patience_stops_when_validation_loss_stalls(tmp_path, splits, monkeypatc
     def stalling(*args, **kwargs):
         return {**real(*args, **kwargs), "loss": next(losses)}
 
-    monkeypatch.setattr(engine, "evaluate", stalling)
+    monkeypatch.setattr(train_feature_extraction, "evaluate", stalling)  # the script's validation pass
     train_feature_extraction.main(train_args(tmp_path, splits, "warmup", "--epochs", "6", "--patience", "2",
                                              "--no-report"))
     history = json.loads((tmp_path / "output" / "warmup_history.json").read_text())

@@ -18,7 +18,9 @@ import train_feature_extraction
 from conftest import ROOT, train_args
 from pyimagesearch import checkpoint
 from pyimagesearch.errors import UserError, run_cli
-from pyimagesearch.model import build_model, freeze_batchnorm, freeze_body, load_backbone_weights, set_train_mode
+from pyimagesearch.freezing import freeze_batchnorm, freeze_body, set_train_mode
+from pyimagesearch.model import build_model
+from pyimagesearch.weights import load_backbone_weights
 
 
 def _bn_state(state: dict) -> dict:
@@ -143,7 +145,7 @@ def test_checkpoint_refuses_pickled_models(tmp_path):
 
 
 def test_folding_frozen_batchnorm_changes_speed_not_results(resnet_weights_file):
-    from pyimagesearch.model import fold_frozen_batchnorm
+    from pyimagesearch.freezing import fold_frozen_batchnorm
 
     weights = torch.load(resnet_weights_file, weights_only=True)
     torch.manual_seed(0)
@@ -187,7 +189,7 @@ def test_offline_stand_in_makes_random_weights_learn_and_says_so(tmp_path, capsy
 
 
 def test_offline_stand_in_sets_identity_blocks_and_data_statistics():
-    from pyimagesearch.model import offline_stand_in
+    from pyimagesearch.stand_in import offline_stand_in
 
     torch.manual_seed(0)
     model = resnet50().eval()

@@ -25,7 +25,7 @@ import inference
 import train_feature_extraction
 from conftest import error_text, make_image_folder, train_args
 from pyimagesearch import checkpoint, config, dataset, fileio, plots
-from pyimagesearch.create_dataloaders import eval_image_folder, train_image_folder
+from pyimagesearch.create_dataloaders import eval_image_folder, get_dataloader, train_transforms
 from pyimagesearch.download import DownloadLimits, download, extract
 from pyimagesearch.errors import UserError, run_cli
 from pyimagesearch.images import check_image, load_rgb
@@ -347,7 +347,7 @@ def test_exif_orientation_is_applied_in_every_path(tmp_path):
 
     assert load_rgb(str(sideways)).size == (20, 40) and check_image(str(sideways)) is None
     for make in (lambda root: eval_image_folder(root, 16),
-                 lambda root: train_image_folder(root, 16),
+                 lambda root: get_dataloader(root, train_transforms(16), 1)[0],
                  lambda root: ImageFiles([os.path.join(root, "a", "p.png")], eval_image_folder(root, 16).transform, 16)):
         torch.manual_seed(0)
         tagged = make(str(tmp_path / "tagged"))[0][0]

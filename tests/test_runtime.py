@@ -1,4 +1,4 @@
-"""Device and precision choices: what `--amp auto` picks, and that the mixed-precision path trains."""
+"""Device and compute choices: what `--amp auto` picks, and that the mixed-precision path trains."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from pyimagesearch import runtime
 from pyimagesearch.engine import train_one_epoch
 from pyimagesearch.errors import UserError
-from pyimagesearch.runtime import Precision, resolve_amp, resolve_device
+from pyimagesearch.runtime import Compute, resolve_amp, resolve_device
 
 
 def test_amp_auto_uses_bf16_on_cpu_only_where_it_is_native(monkeypatch):
@@ -50,8 +50,8 @@ def test_amp_auto_on_cuda_uses_bf16_only_where_the_gpu_runs_it_natively(monkeypa
 @pytest.mark.filterwarnings("ignore:.*CUDA is not available:UserWarning")
 def test_fp16_on_cuda_gets_loss_scaling():
     cuda = torch.device("cuda")
-    assert Precision(cuda, torch.float16).scaler() is not None  # fp16 gradients need loss scaling
-    assert Precision(cuda, torch.bfloat16).scaler() is None
+    assert Compute(cuda, torch.float16).scaler() is not None  # fp16 gradients need loss scaling
+    assert Compute(cuda, torch.bfloat16).scaler() is None
 
 
 def test_unavailable_devices_are_refused_with_the_fix():
@@ -65,11 +65,11 @@ def test_bf16_autocast_and_channels_last_train_on_cpu():
     generator = torch.Generator().manual_seed(0)
     data = TensorDataset(torch.randn(16, 3, 8, 8, generator=generator), torch.randint(0, 2, (16,), generator=generator))
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
-    precision = Precision(torch.device("cpu"), torch.bfloat16, channels_last=True)
-    model = precision.prepare(model)
+    compute = Compute(torch.device("cpu"), torch.bfloat16, channels_last=True)
+    model = compute.prepare(model)
     before = model[4].weight.detach().clone()
     metrics = train_one_epoch(model, DataLoader(data, batch_size=4), nn.CrossEntropyLoss(),
-                              torch.optim.SGD(model.parameters(), lr=0.1), precision, progress=False)
+                              torch.optim.SGD(model.parameters(), lr=0.1), compute, progress=False)
     assert metrics["count"] == 16 and torch.isfinite(torch.tensor(metrics["loss"]))
     assert model[4].weight.dtype == torch.float32  # autocast keeps master weights in fp32
     assert not torch.equal(before, model[4].weight)

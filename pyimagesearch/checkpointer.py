@@ -1,0 +1,138 @@
+"""The files a training run keeps beside --model: the final model, the best one so far, and the
+state that --resume continues from.
+
+One object owns all three, and the one list of settings a resumed run must share with the run
+it continues (``RESUME_SETTINGS``): what is saved is what is checked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import checkpoint, config, fileio, resume
+from .distributed import gather_objects, is_distributed, is_main_process, rank, unwrap, world_size
+from .errors import UserError
+from .paths import best_model_path, history_path, resume_path
+from .weights import weights_identity
+
+# what a continuation must share with the run it continues
+RESUME_SETTINGS = ("head", "class_names", "image_size", "weights", "world_size", "feature_cache", "cache_views", "seed")
+HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "train_count", "val_count",
+                   "trainable_params", "seconds", "resumed", "stopped_early")
+
+
+def check_output_paths(args: argparse.Namespace) -> None:
+    """--model and the files beside it may be written, and replace no file this project did not
+    write: checked before any image is read, so a mistake costs seconds, not epochs."""
+    fileio.check_writable_file(args.model, "--model")
+    for path in (args.model, best_model_path(args.model), resume_path(args.model)):
+        fileio.check_regular_or_absent(path, "--model")
+        if os.path.exists(path) and not checkpoint.is_checkpoint(path):
+            raise UserError(f"--model: '{path}' exists and is not a checkpoint this project wrote; it would be "
+                            "overwritten. Move it away or pass another --model path.")
+
+
+def resume_settings(args: argparse.Namespace, head: str, class_names: list[str]) -> dict[str, Any]:
+    processes = world_size() if is_distributed() else int(os.environ.get("WORLD_SIZE", 1))
+    settings = {"head": head, "class_names": list(class_names), "image_size": args.image_size,
+                "weights": weights_identity(args.weights), "world_size": processes,
+                "feature_cache": getattr(args, "feature_cache", None), "cache_views": getattr(args, "cache_views", None),
+                "seed": args.seed}
+    assert tuple(settings) == RESUME_SETTINGS
+    return settings
+
+
+class Checkpointer:
+    """Best, last and resumable checkpoints of one run (written by the main process only).
+
+    Built before the model, it reads and checks the resumable state when --resume is given, so
+    a run that cannot continue stops before any weights load or feature is computed. ``track``
+    names what training changes; ``restore`` puts the saved state back into it;
+    ``end_of_epoch`` saves the best model and the resumable state before the epoch is logged.
+    """
+
+    def __init__(self, args: argparse.Namespace, head: str, class_names: list[str]) -> None:
+        self.args, self.head, self.class_names = args, head, list(class_names)
+        self.path, self.best_path, self.resume_path = args.model, best_model_path(args.model), resume_path(args.model)
+        self.settings = resume_settings(args, head, class_names)
+        self.best_val_acc = -1.0
+        self.saved_epoch = 0
+        self.resumed: dict[str, Any] | None = None
+        if args.resume:
+            self.resumed = resume.load(self.resume_path)
+            resume.check_settings(self.resumed["resume"]["settings"], self.settings, RESUME_SETTINGS, self.resume_path)
+            done = self.resumed["resume"]["epoch"]
+            if done >= args.epochs:
+                raise UserError(f"--resume: '{self.resume_path}' has already trained {done} epoch(s), as many as "
+                                f"--epochs {args.epochs}. Pass a larger --epochs to train further.")
+
+    def meta(self, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
+        """The plain metadata every checkpoint carries (inference rebuilds the model from it)."""
+        return {
+            "head": self.head, "class_names": list(self.class_names), "image_size": self.args.image_size,
+            "mean": list(config.MEAN), "std": list(config.STD), "epoch": epoch,
+            "metrics": {k: float(v) for k, v in metrics.items()},
+            "config": {k: v for k, v in vars(self.args).items() if isinstance(v, (str, int, float, bool, type(None)))},
+        }
+
+    def track(self, model: nn.Module, trained: nn.Module, optimizer: torch.optim.Optimizer, schedule, stopping,
+              generators: list[torch.Generator], scaler: torch.amp.GradScaler | None = None) -> None:
+        """What the resumable state holds: the trained layers of ``model`` (``trained`` is the model
+        or its head; the rest comes from --weights again), the optimizer, gradient scaler, learning
+        rate schedule, early stopping and each DataLoader generator in ``generators``."""
+        self.model, self.optimizer, self.scaler = model, optimizer, scaler
+        self.schedule, self.stopping, self.generators = schedule, stopping, generators
+        learning = {id(p) for p in unwrap(trained).parameters() if p.requires_grad}
+        self.learned = [name for name, p in unwrap(model).named_parameters() if id(p) in learning]
+
+    def restore(self) -> list[dict[str, Any]]:
+        """Put the resumable state back (with --resume) and return the history so far ([] otherwise)."""
+        if self.resumed is None:
+            return []
+        state = self.resumed["resume"]
+        if sorted(self.resumed["model"]) != sorted(self.learned):
+            raise UserError(f"--resume: '{self.resume_path}' holds other trained layers than this run trains; resume "
+                            "with the same script and settings.")
+        unwrap(self.model).load_state_dict(self.resumed["model"], strict=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.stopping.load_state_dict(state["stopping"])
+        resume.set_rng_state(state["rng"][rank()], self.generators)
+        self.best_val_acc, self.saved_epoch = state["best_val_acc"], state["epoch"]
+        return list(state["history"])
+
+    def end_of_epoch(self, history: list[dict[str, Any]]) -> None:
+        """Save the best model when validation accuracy improved, and the resumable state."""
+        record = history[-1]
+        epoch = int(record["epoch"])
+        if is_main_process() and record["val_acc"] > self.best_val_acc:
+            checkpoint.save(self.best_path, self.model, self.meta(epoch, record))
+        self.best_val_acc = max(self.best_val_acc, record["val_acc"])  # the same on every process
+        rng = gather_objects(resume.rng_state(self.generators))  # a collective: every process takes part
+        if is_main_process():
+            state = {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict() if self.scaler else None,
+                     "epoch": epoch, "history": history, "best_val_acc": self.best_val_acc,
+                     "schedule": self.schedule.state_dict(), "stopping": self.stopping.state_dict(), "rng": rng,
+                     "settings": self.settings}
+            checkpoint.save(self.resume_path, self.model, {**self.meta(epoch, record), "resume": state}, only=self.learned)
+        self.saved_epoch = epoch
+
+    def save_final(self, history: list[dict[str, Any]], plot_path: str) -> None:
+        """The final model, and the history as JSON and CSV beside the plot (main process)."""
+        checkpoint.save(self.path, self.model, self.meta(len(history), history[-1]))
+        fileio.write_text(history_path(plot_path), json.dumps(history, indent=2))
+        fileio.write_csv(history_path(plot_path, ".csv"), HISTORY_COLUMNS,
+                         ([record.get(c, "") for c in HISTORY_COLUMNS] for record in history))
+
+    def describe(self, history: list[dict[str, Any]]) -> str:
+        best = max(history, key=lambda r: r["val_acc"])
+        return (f"{self.path} (final), {self.best_path} (best val accuracy {best['val_acc']:.4f} at epoch "
+                f"{best['epoch']})")
