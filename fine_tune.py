@@ -99,8 +99,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                         f"Train loss: {train['loss']:.6f}, Train accuracy: {train['accuracy']:.4f}\n"
                         f"Val loss: {val['loss']:.6f}, Val accuracy: {val['accuracy']:.4f}")
             if stop:
-                session.log(f"[INFO] early stopping after epoch {epoch + 1}: the validation loss has not improved for "
-                            "the last epochs (--patience)")
+                session.log(f"[INFO] early stopping after epoch {epoch + 1}: the validation loss has not improved "
+                            "for the last epochs (--patience)")
                 break
 
         # save the final model, plot the training history, and report on the validation set

@@ -81,7 +81,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         predict.evaluate_folder(predictor, args.evaluate, args.output, batch_size=args.eval_batch_size,
                                 progress=args.progress)
     if args.video or args.camera is not None:
-        video.classify_stream(predictor, args.video if args.video else args.camera, args.output, top_k=args.top_k,
+        video.classify_stream(predictor.model, predictor.compute, predictor.transform(), predictor.class_names,
+                              predictor.stem, args.video if args.video else args.camera, args.output, top_k=args.top_k,
                               show=args.show, progress=args.progress, max_frames=args.max_frames)
     if not (args.images or args.evaluate or args.video or args.camera is not None):
         path = predict.random_batch(predictor, args.val, args.batch_size, args.output)

@@ -71,24 +71,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         model = session.prepare(model)
         body, head = Body(model), model.fc
 
-        # the frozen body's output does not change while the head trains: compute it once (per
-        # cached view), or find it on disk from an earlier run with the same weights, images and
-        # size; the validation images are never augmented, so their features are computed once
-        # in both modes
+        # the frozen body's output does not change while the head trains: compute it once (per cached
+        # view) or find it on disk from an earlier run with the same weights, images and size; the
+        # validation images are never augmented, so theirs are computed once in both modes
         if args.feature_cache:
-            views = args.cache_views
             cache = features.cache_for(feature_cache_folder(args.feature_cache_dir, args.model), weights=args.weights,
-                                       train_ds=train_ds, val_ds=val_ds, image_size=size, views=views, seed=args.seed,
-                                       compute=compute, fold_bn=args.fold_bn)
-            val_features, view_features = features.body_features(body, train_loader, val_images, views, compute, cache,
-                                                                 progress=args.progress, log=session.log)
-            val_loader = feature_loader(*val_features, batch_size, shuffle=False, seed=args.seed)
+                                       train_ds=train_ds, val_ds=val_ds, image_size=size, views=args.cache_views,
+                                       seed=args.seed, compute=compute, fold_bn=args.fold_bn)
+            val_features, view_features = features.body_features(body, train_loader, val_images, args.cache_views, compute,
+                                                                 cache, progress=args.progress, log=session.log)
             view_loaders = [feature_loader(*view, batch_size, shuffle=True, seed=args.seed) for view in view_features]
-            generators, feature_fn = [val_loader.generator] + [v.generator for v in view_loaders], None
         else:  # the tutorial's way: a fresh augmentation of every training image in every epoch
             val_features = extract_features(body, val_images, compute, progress=args.progress, desc="features (val)")
-            val_loader = feature_loader(*val_features, batch_size, shuffle=False, seed=args.seed)
-            generators, feature_fn = [val_loader.generator, train_loader.generator], body
+            view_loaders = []
+        val_loader = feature_loader(*val_features, batch_size, shuffle=False, seed=args.seed)
+        generators = [val_loader.generator] + [v.generator for v in view_loaders or [train_loader]]
 
         # loss, optimizer, and the opt-in learning-rate schedule and early stopping
         loss_fn = nn.CrossEntropyLoss()
@@ -104,12 +101,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         for epoch in session.epochs(start):
             started = time.perf_counter()
             schedule.apply(optimizer, epoch)
-            epoch_loader = view_loaders[epoch % views] if args.feature_cache else train_loader
+            epoch_loader = view_loaders[epoch % len(view_loaders)] if view_loaders else train_loader
             set_epoch(epoch_loader, epoch)
 
             # a training pass, then a validation pass (both over the head alone when features are cached)
             train = train_one_epoch(trainer, epoch_loader, loss_fn, optimizer, compute, scaler=scaler,
-                                    grad_accum_steps=args.grad_accum_steps, feature_fn=feature_fn,
+                                    grad_accum_steps=args.grad_accum_steps, feature_fn=None if view_loaders else body,
                                     progress=args.progress, epoch=epoch + 1)
             val = evaluate(head, val_loader, loss_fn, compute, progress=args.progress)
             check_finite(train, val, epoch + 1)
@@ -124,12 +121,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                         f"Train loss: {train['loss']:.6f}, Train accuracy: {train['accuracy']:.4f}\n"
                         f"Val loss: {val['loss']:.6f}, Val accuracy: {val['accuracy']:.4f}")
             if stop:
-                session.log(f"[INFO] early stopping after epoch {epoch + 1}: the validation loss has not improved for "
-                            "the last epochs (--patience)")
+                session.log(f"[INFO] early stopping after epoch {epoch + 1}: the validation loss has not improved "
+                            "for the last epochs (--patience)")
                 break
 
-        # save the final model, plot the training history, and report on the validation set (from
-        # the validation features, instead of running the body over the images again)
+        # save the final model, plot the training history, and report on the validation set (from the
+        # validation features: the body does not run over the images again)
         if is_main_process():
             session.log_total_time(history)
             checkpointer.save_final(history, args.plot)

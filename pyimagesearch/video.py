@@ -11,15 +11,19 @@ from __future__ import annotations
 import csv
 import os
 import time
+from collections.abc import Callable, Sequence
 
 import cv2
+import torch
 from imutils.video import FPS
 from PIL import Image
+from torch import nn
 from tqdm import tqdm
 
 from . import engine
 from .annotate import draw_lines, has_display
 from .errors import UserError
+from .runtime import Compute
 
 CODECS = (("mp4v", ".mp4"), ("MJPG", ".avi"))  # the first this OpenCV build can write wins
 
@@ -56,18 +60,20 @@ def _writer(stem: str, fps: float, size: tuple[int, int]) -> tuple[cv2.VideoWrit
     raise UserError("OpenCV cannot write video here (neither mp4v nor MJPG); install opencv-contrib-python from PyPI.")
 
 
-def classify_stream(predictor, source: str | int, output: str, *, top_k: int, show: bool = False,
-                    progress: bool = True, max_frames: int | None = None) -> dict:
-    """Classify every frame of ``source`` (a path, or a camera index); returns what was written."""
+def classify_stream(model: nn.Module, compute: Compute, transform: Callable[[Image.Image], torch.Tensor],
+                    class_names: Sequence[str], stem: str, source: str | int, output: str, *, top_k: int,
+                    show: bool = False, progress: bool = True, max_frames: int | None = None) -> dict:
+    """Classify every frame of ``source`` (a path, or a camera index) with ``model`` after
+    ``transform`` (the checkpoint's evaluation transform); writes <output>/<stem>_video.mp4 (or
+    _camera) and a per-frame CSV, and returns what was written."""
     capture = _open(source)
     camera = isinstance(source, int)
     source_fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
     if not 1 <= source_fps <= 240:
         source_fps = 30.0
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if not camera else 0
-    name = f"{predictor.stem}_{'camera' if camera else 'video'}"
+    name = f"{stem}_{'camera' if camera else 'video'}"
     csv_path = os.path.join(output, f"{name}.csv")
-    transform, class_names = predictor.transform(), predictor.class_names
     top_k = max(1, min(top_k, len(class_names)))
     if show and not has_display():
         print("[WARN] --show: no display found; writing the annotated video only")
@@ -85,8 +91,7 @@ def classify_stream(predictor, source: str | int, output: str, *, top_k: int, sh
                 if not ok:
                     break
                 rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-                probabilities = engine.probabilities(predictor.model, transform(Image.fromarray(rgb))[None],
-                                                     predictor.compute)[0]
+                probabilities = engine.probabilities(model, transform(Image.fromarray(rgb))[None], compute)[0]
                 values, indices = probabilities.topk(top_k)
                 fps.update()
                 fps.stop()
