@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tiny import tiny_resnet50
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
@@ -25,6 +27,84 @@ def make_image_folder(root: str, per_class: int = 6, size: int = 40, classes=COL
             pixels = np.clip(np.array(color) + rng.normal(0, 25, (size, size, 3)), 0, 255).astype(np.uint8)
             Image.fromarray(pixels).save(os.path.join(folder, f"img_{i}.jpg"), quality=90)
     return root
+
+
+NEEDED_JOBS: set[str] = set()
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Which of tests/background.py's jobs the selected tests read; those tests go last, so the
+    jobs run while the others do."""
+    from background import JOBS
+
+    def reads_a_job(item) -> bool:
+        return any(name in getattr(item, "fixturenames", ()) for name in JOBS)
+
+    NEEDED_JOBS.update(name for item in items for name in JOBS if name in getattr(item, "fixturenames", ()))
+    items.sort(key=reads_a_job)  # stable: the order within each group stays
+
+
+@pytest.fixture(scope="session", autouse=True)
+def background_jobs(tmp_path_factory):
+    """The selected tests' subprocess jobs, started before the first test runs."""
+    from background import JOBS, JobQueue
+
+    jobs = {name: start(tmp_path_factory.mktemp(name)) for name, start in JOBS.items() if name in NEEDED_JOBS}
+    queue = JobQueue(list(jobs.values()))
+    yield jobs
+    queue.stop()
+
+
+@pytest.fixture(scope="session")
+def torchrun_launch(background_jobs):
+    """tests/ddp_runs.py under torchrun: (completed process, its folder, stdout per run)."""
+    job = background_jobs["torchrun_launch"]
+    result = job.wait()
+    sections = result.stdout.split("=== run ")[1:]
+    return result, job.folder, {section.split("\n", 1)[0]: section for section in sections}
+
+
+def _runs_folder(job):
+    result = job.wait()
+    assert result.returncode == 0, result.stderr[-3000:]
+    return job.folder
+
+
+@pytest.fixture(scope="session")
+def sigint_runs(background_jobs):
+    """The SIGINT/resume runs: their folder, once they all ended."""
+    return _runs_folder(background_jobs["sigint_runs"])
+
+
+@pytest.fixture(scope="session")
+def compiled_runs(background_jobs):
+    """The --compile runs of both scripts: their folder, once they ended."""
+    return _runs_folder(background_jobs["compiled_runs"])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tiny_backbone():
+    """The whole session builds tiny_resnet50 wherever the scripts build ResNet50."""
+    from pyimagesearch import model
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(model, "resnet50", tiny_resnet50)
+        yield
+
+
+@pytest.fixture(autouse=True)
+def real_resnet50(request):
+    """Tests marked ``resnet50`` get the real network."""
+    if request.node.get_closest_marker("resnet50") is None:
+        yield
+        return
+    from torchvision.models import resnet50
+
+    from pyimagesearch import model
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(model, "resnet50", resnet50)
+        yield
 
 
 @pytest.fixture
@@ -60,7 +140,8 @@ def resnet_weights_file(tmp_path_factory):
     """A ResNet50 state dict whose BatchNorm statistics are not the defaults, saved like
     torchvision's own weights files, so tests can tell whether training touched them."""
     import torch
-    from torchvision.models import resnet50
+
+    from pyimagesearch.model import resnet50  # the session's network (tiny_resnet50)
 
     torch.manual_seed(123)
     model = resnet50(weights=None)

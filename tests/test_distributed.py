@@ -4,80 +4,51 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
-import build_dataset
-from conftest import ROOT, make_image_folder
+from background import TORCHRUN_RUNS, counts
 from pyimagesearch import checkpoint
 
 
-@pytest.fixture(scope="module")
-def odd_dataset(tmp_path_factory):
-    """7 validation images: two processes cannot split them evenly, so padding would show."""
-    root = tmp_path_factory.mktemp("ddp")
-    data = make_image_folder(str(root / "photos"), per_class=7)
-    build_dataset.main(["--data", data, "--output", str(root / "dataset"), "--val-split", "0.3", "--no-progress"])
-    counts = {s: sum(len(os.listdir(root / "dataset" / s / c)) for c in os.listdir(root / "dataset" / s))
-              for s in ("train", "val")}
-    return root, counts
-
-
-@pytest.mark.parametrize("script,name,extra", [("train_feature_extraction.py", "warmup", []),
-                                               ("train_feature_extraction.py", "warmup_nocache", ["--no-feature-cache"]),
-                                               ("fine_tune.py", "finetune", [])])
-def test_torchrun_two_processes_write_one_set_of_outputs(tmp_path, odd_dataset, script, name, extra):
-    root, counts = odd_dataset
-    out = tmp_path / "out"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               os.path.join(ROOT, script), "--train", str(root / "dataset" / "train"),
-               "--val", str(root / "dataset" / "val"), "--weights", "none", "--image-size", "32", "--epochs", "2",
-               "--batch-size", "4", "--num-workers", "0", "--device", "cpu", "--no-progress",
-               "--plot", str(out / f"{name}.png"), "--model", str(out / f"{name}_model.pth"), *extra]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
+@pytest.mark.parametrize("name", ["warmup", "warmup_nocache", "finetune"])
+def test_torchrun_two_processes_write_one_set_of_outputs(torchrun_launch, name):
+    result, root, logs = torchrun_launch
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out, val_count = root / name, counts(root / "dataset")["val"]
 
     assert sorted(f for f in os.listdir(out) if f.endswith(".pth")) == [f"{name}_model.pth", f"{name}_model_best.pth",
                                                                         f"{name}_model_resume.pth"]
     assert sorted(f for f in os.listdir(out) if f.endswith(".png") and "_model_" not in f) == [f"{name}.png"]
-    assert result.stdout.count("[INFO] EPOCH: 1/2") == 1  # logged by rank 0 only
+    assert logs[name].count("[INFO] EPOCH: 1/2") == 1  # logged by rank 0 only
 
     history = json.loads((out / f"{name}_history.json").read_text())
-    assert len(history) == 2
-    assert all(record["val_count"] == counts["val"] for record in history)  # every image once, no padding
+    assert len(history) == TORCHRUN_RUNS.get(f"{name}_resumed", TORCHRUN_RUNS[name])[2]  # fine-tuning's: resumed
+    assert all(record["val_count"] == val_count for record in history)  # every image once, no padding
 
     model, meta = checkpoint.load(str(out / f"{name}_model.pth"))
     with torch.no_grad():
         logits = model(torch.randn(2, 3, 32, 32))
     assert logits.shape == (2, len(meta["class_names"])) and torch.isfinite(logits).all()
 
-    if script == "fine_tune.py":  # --resume on every process: each takes back its own random state
-        resumable = torch.load(out / f"{name}_model_resume.pth", weights_only=True)["resume"]
-        assert len(resumable["rng"]) == 2 and not torch.equal(resumable["rng"][0]["torch"], resumable["rng"][1]["torch"])
-        extended = [*command, "--resume"]
-        extended[extended.index("--epochs") + 1] = "3"
-        result = subprocess.run(extended, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        assert "resuming after epoch 2 of 3" in result.stdout
-        history = json.loads((out / f"{name}_history.json").read_text())
-        assert [r["epoch"] for r in history] == [1, 2, 3] and history[2].get("resumed") is True
-        assert all(record["val_count"] == counts["val"] for record in history)
 
-
-def test_each_process_draws_its_own_augmentation_from_identical_weights(tmp_path, odd_dataset):
-    root, _ = odd_dataset
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               os.path.join(ROOT, "tests", "ddp_draws.py"), "--train", str(root / "dataset" / "train"),
-               "--val", str(root / "dataset" / "val"), "--weights", "none", "--image-size", "32",
-               "--num-workers", "1", "--device", "cpu", "--no-progress"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
+def test_torchrun_resume_continues_each_process_from_its_own_random_state(torchrun_launch):
+    result, root, logs = torchrun_launch
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    draws = {d["rank"]: d for d in (json.loads(line) for line in result.stdout.splitlines() if line.startswith("{"))}
+    resumable = torch.load(root / "finetune" / "finetune_model_resume.pth", weights_only=True)["resume"]
+    assert len(resumable["rng"]) == 2 and not torch.equal(resumable["rng"][0]["torch"], resumable["rng"][1]["torch"])
+    assert "resuming after epoch 2 of 3" in logs["finetune_resumed"]
+    history = json.loads((root / "finetune" / "finetune_history.json").read_text())
+    assert [r["epoch"] for r in history] == [1, 2, 3] and history[2].get("resumed") is True
+    assert all(record["val_count"] == counts(root / "dataset")["val"] for record in history)
+
+
+def test_each_process_draws_its_own_augmentation_from_identical_weights(torchrun_launch):
+    result, _, _ = torchrun_launch
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    draws = {d["rank"]: d for d in map(json.loads, lines) if "rank" in d}
     assert sorted(draws) == [0, 1]
     assert draws[0]["weights"] == draws[1]["weights"]  # one model, initialised once
     assert draws[0]["augmentation"] != draws[1]["augmentation"]  # main-process transforms

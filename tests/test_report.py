@@ -75,13 +75,19 @@ def test_evaluate_report_agrees_with_a_hand_count(tmp_path, capsys):
     # hand count: predict each validation image on its own and tally
     from pyimagesearch import checkpoint
     from pyimagesearch.create_dataloaders import eval_transforms, image_folder
+    from pyimagesearch.freezing import fold_frozen_batchnorm
+    from pyimagesearch.runtime import Compute, resolve_amp
 
     model, meta = checkpoint.load(str(out / "warmup_model.pth"))
+    fold_frozen_batchnorm(model.requires_grad_(False))
+    cpu = torch.device("cpu")
+    compute = Compute(cpu, resolve_amp("auto", cpu), channels_last=True)  # the arithmetic inference uses
+    model = compute.prepare(model)
     ds = image_folder(os.path.join(base, "val"), eval_transforms(meta["image_size"]))
     counts = np.zeros((3, 3), dtype=int)
-    with torch.no_grad():
+    with torch.no_grad(), compute.autocast():
         for image, label in ds:
-            counts[label, int(model(image[None]).argmax())] += 1
+            counts[label, int(model(compute.to_device(image[None])).argmax())] += 1
     assert report["confusion_matrix"] == counts.tolist()
     for k, row in enumerate(report["classes"]):
         predicted, support = counts[:, k].sum(), counts[k].sum()

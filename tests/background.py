@@ -1,0 +1,150 @@
+"""The suite's subprocess runs, started as the test session starts and awaited by the tests that
+read them: a torchrun launch and the SIGINT/resume runs spend most of their seconds importing
+torch on one core, while the in-process tests use the other.
+
+Each job builds its own dataset, runs in its own folder, and writes stdout and stderr to files
+there (a pipe nobody reads would stall it); the jobs run one at a time. Nothing depends on when
+a job finishes: a test waits for the whole job, then checks what it wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from conftest import ROOT, make_image_folder
+
+TINY = os.path.join(ROOT, "tests", "tiny.py")
+
+
+class Job:
+    """A command to run in ``folder``, its stdout and stderr in files there."""
+
+    def __init__(self, command: list[str], folder: Path) -> None:
+        self.command, self.folder = command, folder
+        self.process: subprocess.Popen | None = None
+        self.result: subprocess.CompletedProcess | None = None
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT, "PYTHONUNBUFFERED": "1"}
+        try:
+            with open(self.folder / "stdout.txt", "w") as out, open(self.folder / "stderr.txt", "w") as err:
+                # niced a little: mostly on the core the in-process tests leave idle (their wall
+                # time stays the same), yet never starved on a machine busy with something else
+                self.process = subprocess.Popen(self.command, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env,
+                                                cwd=self.folder, preexec_fn=lambda: os.nice(10))
+                code = self.process.wait()
+            self.result = subprocess.CompletedProcess(self.command, code, (self.folder / "stdout.txt").read_text(),
+                                                      (self.folder / "stderr.txt").read_text())
+        finally:
+            self.done.set()
+
+    def wait(self) -> subprocess.CompletedProcess:
+        if not self.done.wait(timeout=1800):  # a safety net for a hung job, not a deadline
+            raise TimeoutError(f"{self.command} did not end in 30 minutes")
+        assert self.result is not None, "the job could not be started"
+        return self.result
+
+
+class JobQueue:
+    """Runs its jobs one after the other in a thread (one job at a time keeps to about one core)."""
+
+    def __init__(self, jobs: list[Job]) -> None:
+        self.jobs, self.stopped = jobs, False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        for job in self.jobs:
+            if self.stopped:
+                job.done.set()
+                continue
+            job.run()
+
+    def stop(self) -> None:
+        self.stopped = True
+        for job in self.jobs:
+            if job.process is not None and job.process.poll() is None:
+                job.process.kill()
+        self.thread.join(timeout=60)
+
+
+def build_dataset_folder(root: Path, per_class: int, val_split: str) -> Path:
+    import build_dataset
+
+    data = make_image_folder(str(root / "photos"), per_class=per_class)
+    build_dataset.main(["--data", data, "--output", str(root / "dataset"), "--val-split", val_split, "--no-progress"])
+    return root / "dataset"
+
+
+def counts(dataset: Path) -> dict[str, int]:
+    return {split: sum(len(os.listdir(dataset / split / c)) for c in os.listdir(dataset / split))
+            for split in ("train", "val")}
+
+
+def training_flags(dataset: Path, out: Path, name: str, epochs: int, batch_size: int = 4) -> list[str]:
+    return ["--train", str(dataset / "train"), "--val", str(dataset / "val"), "--weights", "none", "--image-size", "32",
+            "--epochs", str(epochs), "--batch-size", str(batch_size), "--num-workers", "0", "--device", "cpu",
+            "--no-progress", "--plot", str(out / f"{name}.png"), "--model", str(out / f"{name}_model.pth")]
+
+
+# What tests/test_distributed.py runs under torchrun, in this order, in the same two processes:
+# name: (script, extra flags, epochs)
+TORCHRUN_RUNS = {
+    "warmup": ("train_feature_extraction", [], 2),
+    "warmup_nocache": ("train_feature_extraction", ["--no-feature-cache"], 2),
+    "finetune": ("fine_tune", [], 2),  # each process prints its draws after set-up
+    "finetune_resumed": ("fine_tune", ["--resume"], 3),  # the run above, extended to 3 epochs
+}
+
+
+def torchrun_launch(root: Path) -> Job:
+    """2 gloo processes that run every entry of TORCHRUN_RUNS one after the other (each process
+    starts and imports torch once, not once a run), on 7 validation images: two processes cannot
+    split them evenly, so padding would show."""
+    dataset = build_dataset_folder(root, per_class=7, val_split="0.3")
+    runs = []
+    for name, (script, flags, epochs) in TORCHRUN_RUNS.items():
+        outputs = name.removesuffix("_resumed")
+        runs.append([name, script, [*training_flags(dataset, root / outputs, outputs, epochs), *flags],
+                     name == "finetune"])
+    (root / "runs.json").write_text(json.dumps(runs))
+    return Job([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                os.path.join(ROOT, "tests", "ddp_runs.py"), str(root / "runs.json")], root)
+
+
+def sigint_runs(root: Path) -> Job:
+    """Fresh processes, as a user's runs are: a 4-epoch fine-tuning reference and, side by side,
+    a 3-epoch run that sends itself SIGINT as epoch 3 starts; then that run resumed to 4 epochs."""
+    dataset = build_dataset_folder(root, per_class=10, val_split="0.3")
+
+    def run(name: str, log: str, epochs: int, *extra: str, sigint_at_epoch: int | None = None) -> dict:
+        return {"script": "fine_tune", "log": str(root / log), "sigint_at_epoch": sigint_at_epoch,
+                "argv": [*training_flags(dataset, root / name, "finetune", epochs), *extra]}
+
+    stages = [[run("whole", "whole.log", 4), run("cut", "cut.log", 3, sigint_at_epoch=3)],
+              [run("cut", "resumed.log", 4, "--resume")]]
+    (root / "stages.json").write_text(json.dumps(stages))
+    return Job([sys.executable, TINY, "--stages", str(root / "stages.json")], root)
+
+
+def compiled_runs(root: Path) -> Job:
+    """--compile in both scripts, side by side, one epoch each (fine-tuning with --fold-bn too),
+    with the "aot_eager" backend: Dynamo traces the real modules and AOTAutograd builds their
+    backward graphs, but the graphs run eagerly instead of as C++ generated by Inductor (a
+    minute on 2 cores)."""
+    dataset = build_dataset_folder(root, per_class=6, val_split="0.34")
+    runs = [{"script": script, "log": str(root / f"{name}.log"), "compile_backend": "aot_eager",
+             "argv": [*training_flags(dataset, root / "output", name, epochs=1), "--compile", "--no-report", *extra]}
+            for script, name, extra in (("train_feature_extraction", "warmup", []), ("fine_tune", "finetune", ["--fold-bn"]))]
+    (root / "stages.json").write_text(json.dumps([runs]))
+    return Job([sys.executable, TINY, "--stages", str(root / "stages.json")], root)
+
+
+# in the order the tests that read them run (tests/conftest.py puts those last, by file)
+JOBS = {"torchrun_launch": torchrun_launch, "sigint_runs": sigint_runs, "compiled_runs": compiled_runs}
