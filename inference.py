@@ -72,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     predictor = predict.load_predictor(args)
     if args.images:
         rows = predict.classify_files(predictor, args.images, args.output, top_k=args.top_k,
-                                      batch_size=args.eval_batch_size, model_path=args.model)
+                                      batch_size=args.eval_batch_size, model_path=args.model, annotate=args.annotate)
         if args.annotate:
             written = annotate.annotate_files(rows, args.annotate, f"{predictor.stem}_montage.jpg",
                                               progress=args.progress)

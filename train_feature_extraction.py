@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.feature_cache:
             cache = features.cache_for(feature_cache_folder(args.feature_cache_dir, args.model), weights=args.weights,
                                        train_ds=train_ds, val_ds=val_ds, image_size=size, views=args.cache_views,
-                                       seed=args.seed, compute=compute, fold_bn=args.fold_bn)
+                                       seed=args.seed, compute=compute, fold_bn=args.fold_bn, width=head.in_features)
             val_features, view_features = features.body_features(body, train_loader, val_images, args.cache_views, compute,
                                                                  cache, progress=args.progress, log=session.log)
             view_loaders = [feature_loader(*view, batch_size, shuffle=True, seed=args.seed) for view in view_features]

@@ -6,6 +6,8 @@ pixels and encodes the result, so nothing here changes what the model sees.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 from collections.abc import Sequence
 
@@ -16,12 +18,32 @@ from PIL import Image
 from tqdm import tqdm
 
 from . import fileio
+from .errors import UserError
 from .images import load_rgb
 
 GREEN = (0, 255, 0)  # the label colour of PyImageSearch's OpenCV examples (BGR)
 BLACK = (0, 0, 0)
 MONTAGE_TILE = (256, 256)
 WRITABLE = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+MANIFEST = ".annotated.json"  # in an --annotate folder: the files --annotate wrote there
+
+
+@contextlib.contextmanager
+def quiet_opencv(level: str = "LOG_LEVEL_ERROR"):
+    """OpenCV's own log lines (a missing camera, "setPreferableTarget" on every ONNX run) held back
+    for the block: they would bury the one message that matters."""
+    logging = getattr(cv2, "utils", None) and getattr(cv2.utils, "logging", None)
+    if not logging:
+        yield
+        return
+    previous = logging.getLogLevel()
+    logging.setLogLevel(getattr(logging, level))
+    try:
+        yield
+    finally:
+        logging.setLogLevel(previous)
 
 
 def has_display() -> bool:
@@ -68,20 +90,58 @@ def _label(row: dict) -> str:
     return f"{top['class']}: {top['probability'] * 100:.1f}%"
 
 
-def annotate_files(rows: Sequence[dict], folder: str, montage_name: str, progress: bool = True) -> list[str]:
-    """Each classified photo at its own size with its top-1 label drawn on it, as
-    ``<folder>/<name>_annotated.<ext>``, plus one montage of all of them; returns the paths."""
-    fileio.check_writable_folder(folder, "--annotate")
-    written, tiles, used = [], [], set()
-    for row in tqdm(rows, desc="annotating", unit="photo", disable=not progress, leave=False):
-        frame = draw_lines(to_bgr(load_rgb(row["path"])), [_label(row)])
-        stem, extension = os.path.splitext(os.path.basename(row["path"]))
+def annotated_names(paths: Sequence[str]) -> list[str]:
+    """``<name>_annotated.<ext>`` for each photo, numbered where two folders hold the same name."""
+    names, used = [], set()
+    for path in paths:
+        stem, extension = os.path.splitext(os.path.basename(path))
         extension = extension.lower() if extension.lower() in WRITABLE else ".jpg"
         name, n = f"{stem}_annotated{extension}", 1
-        while name in used:  # the same file name from two folders
+        while name in used:
             n += 1
             name = f"{stem}_annotated_{n}{extension}"
         used.add(name)
+        names.append(name)
+    return names
+
+
+def _written_here(folder: str) -> set[str]:
+    try:
+        with open(os.path.join(folder, MANIFEST), encoding="utf-8") as handle:
+            return set(json.load(handle)["written"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+
+
+def check_targets(folder: str, names: Sequence[str]) -> None:
+    """No file --annotate would write replaces one it did not write itself (the user's own
+    ``p_annotated.jpg``): checked before any photo is classified."""
+    fileio.check_writable_folder(folder, "--annotate")
+    ours = _written_here(folder)
+    theirs = [name for name in names if os.path.lexists(os.path.join(folder, name)) and name not in ours]
+    if theirs:
+        listed = ", ".join(f"'{os.path.join(folder, name)}'" for name in theirs[:3])
+        raise UserError(f"--annotate: {listed}{f' and {len(theirs) - 3} more' if len(theirs) > 3 else ''} already "
+                        "exist and were not written by --annotate; they would be overwritten. Choose another "
+                        "--annotate folder, or move them away.")
+
+
+def is_annotate_folder(folder: str) -> bool:
+    """A folder --annotate wrote into: its photos are outputs, never inputs to classify again."""
+    return os.path.isfile(os.path.join(folder, MANIFEST))
+
+
+def annotate_files(rows: Sequence[dict], folder: str, montage_name: str, progress: bool = True) -> list[str]:
+    """Each classified photo at its own size with its top-1 label drawn on it, as
+    ``<folder>/<name>_annotated.<ext>``, plus one montage of all of them; returns the paths.
+    The folder's manifest lists them first, so even a killed run's files are known as ours."""
+    names = [*annotated_names([row["path"] for row in rows]), montage_name]
+    check_targets(folder, names)
+    fileio.write_text(os.path.join(folder, MANIFEST),
+                      json.dumps({"written": sorted(_written_here(folder) | set(names))}, indent=1))
+    written, tiles = [], []
+    for row, name in tqdm(list(zip(rows, names)), desc="annotating", unit="photo", disable=not progress, leave=False):
+        frame = draw_lines(to_bgr(load_rgb(row["path"])), [_label(row)])
         path = os.path.join(folder, name)
         write_image(path, frame)
         written.append(path)

@@ -34,7 +34,18 @@ def save(path: str, model: nn.Module, meta: dict[str, Any], only: list[str] | No
                                f"{f' and {len(broken) - 1} more' if len(broken) > 1 else ''}). Training diverged; "
                                "run again with a lower learning rate (--lr).")
     payload = {"model": state, "arch": ARCH, **meta}
-    atomic_write(path, lambda temp: torch.save(payload, temp))
+    atomic_write(path, lambda temp: torch.save(payload, temp), needed=payload_bytes(payload))
+
+
+def payload_bytes(value: Any) -> int:
+    """About what torch.save writes for ``value``: its tensors' bytes (metadata is small)."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(payload_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(payload_bytes(v) for v in value)
+    return 0
 
 
 def is_checkpoint(path: str) -> bool:

@@ -17,7 +17,7 @@ from torch import nn
 
 from . import checkpoint, config, fileio, resume
 from .distributed import gather_objects, is_distributed, is_main_process, rank, unwrap, world_size
-from .errors import UserError
+from .errors import UserError, first_line
 from .paths import best_model_path, history_path, resume_path
 from .weights import weights_identity
 
@@ -57,8 +57,9 @@ class Checkpointer:
     ``end_of_epoch`` saves the best model and the resumable state before the epoch is logged.
     """
 
-    def __init__(self, args: argparse.Namespace, head: str, class_names: list[str]) -> None:
+    def __init__(self, args: argparse.Namespace, head: str, class_names: list[str], train_images: str = "") -> None:
         self.args, self.head, self.class_names = args, head, list(class_names)
+        self.train_images = train_images  # a digest of the training files' names, sizes and times
         self.path, self.best_path, self.resume_path = args.model, best_model_path(args.model), resume_path(args.model)
         self.settings = resume_settings(args, head, class_names)
         self.best_val_acc = -1.0
@@ -68,6 +69,8 @@ class Checkpointer:
             self.resumed = resume.load(self.resume_path)
             resume.check_settings(self.resumed["resume"]["settings"], self.settings, RESUME_SETTINGS, self.resume_path)
             done = self.resumed["resume"]["epoch"]
+            if not isinstance(done, int) or isinstance(done, bool):
+                raise resume.damaged(self.resume_path, f"its epoch is {done!r}")
             if done >= args.epochs:
                 raise UserError(f"--resume: '{self.resume_path}' has already trained {done} epoch(s), as many as "
                                 f"--epochs {args.epochs}. Pass a larger --epochs to train further.")
@@ -99,15 +102,26 @@ class Checkpointer:
         if sorted(self.resumed["model"]) != sorted(self.learned):
             raise UserError(f"--resume: '{self.resume_path}' holds other trained layers than this run trains; resume "
                             "with the same script and settings.")
-        unwrap(self.model).load_state_dict(self.resumed["model"], strict=False)
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scaler is not None and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        self.schedule.load_state_dict(state["schedule"])
-        self.stopping.load_state_dict(state["stopping"])
-        resume.set_rng_state(state["rng"][rank()], self.generators)
-        self.best_val_acc, self.saved_epoch = state["best_val_acc"], state["epoch"]
-        return list(state["history"])
+        try:  # everything or nothing: a damaged state is one paragraph, not a traceback
+            unwrap(self.model).load_state_dict(self.resumed["model"], strict=False)
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.scaler is not None and state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])
+            self.schedule.load_state_dict(state["schedule"])
+            self.stopping.load_state_dict(state["stopping"])
+            resume.set_rng_state(state["rng"][rank()], self.generators)
+            self.best_val_acc, self.saved_epoch = float(state["best_val_acc"]), state["epoch"]
+            history = resume.checked_history(state["history"], state["epoch"])
+        except UserError:
+            raise
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as error:
+            raise resume.damaged(self.resume_path, f"{type(error).__name__}: {first_line(error)}") from None
+        saved_images = state.get("train_images")
+        if saved_images and self.train_images and saved_images != self.train_images:
+            print(f"[WARN] --resume: the training images in '{self.args.train}' changed since epoch {state['epoch']} "
+                  "(files added, removed or edited); training continues on the images as they are now, so the run "
+                  "is no longer the one it would have been", flush=True)
+        return history
 
     def end_of_epoch(self, history: list[dict[str, Any]]) -> None:
         """Save the best model when validation accuracy improved, and the resumable state."""
@@ -121,7 +135,7 @@ class Checkpointer:
             state = {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict() if self.scaler else None,
                      "epoch": epoch, "history": history, "best_val_acc": self.best_val_acc,
                      "schedule": self.schedule.state_dict(), "stopping": self.stopping.state_dict(), "rng": rng,
-                     "settings": self.settings}
+                     "settings": self.settings, "train_images": self.train_images}
             checkpoint.save(self.resume_path, self.model, {**self.meta(epoch, record), "resume": state}, only=self.learned)
         self.saved_epoch = epoch
 

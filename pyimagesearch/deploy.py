@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from . import checkpoint, fileio
-from .errors import UserError
+from .annotate import quiet_opencv
+from .errors import UserError, first_line
 from .paths import onnx_metadata_path as metadata_path
 
 OPSET = 17
@@ -42,7 +43,7 @@ def export_onnx(model_path: str, onnx_path: str) -> dict[str, Any]:
             torch.onnx.export(model, (example,), temp, dynamo=False, opset_version=OPSET, input_names=["input"],
                               output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
 
-    fileio.atomic_write(onnx_path, write)
+    fileio.atomic_write(onnx_path, write, needed=checkpoint.payload_bytes(model.state_dict()))
     exported = {key: meta[key] for key in checkpoint.META_KEYS}
     exported["source"] = os.path.abspath(model_path)
     exported["epoch"] = meta.get("epoch")
@@ -69,20 +70,26 @@ class OpenCVModel(nn.Module):
         import cv2
 
         try:
-            self.net = cv2.dnn.readNetFromONNX(onnx_path)
+            with quiet_opencv():
+                self.net = cv2.dnn.readNetFromONNX(onnx_path)
         except cv2.error as error:
             raise UserError(f"OpenCV cannot read '{onnx_path}' as an ONNX network ({str(error).strip()[:200]}). "
                             "Export it again with inference.py --export.") from None
-        self.net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
-        self.net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+        with quiet_opencv():  # "[ WARN] ... setPreferableTarget Targets are not supported by the new graph engine"
+            self.net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+            self.net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.net.setInput(np.ascontiguousarray(x.detach().float().cpu().numpy()))
-        return torch.from_numpy(np.array(self.net.forward(), dtype=np.float32))
+        with quiet_opencv():
+            return torch.from_numpy(np.array(self.net.forward(), dtype=np.float32))
 
 
 def load_onnx(onnx_path: str) -> tuple[nn.Module, dict[str, Any]]:
-    """The exported network and its metadata, checked like a checkpoint's."""
+    """The exported network and its metadata, checked like a checkpoint's, and the network's
+    outputs counted against the class names."""
+    fileio.check_regular_or_absent(onnx_path, "--model")
+    fileio.check_regular_or_absent(metadata_path(onnx_path), "--model's metadata")
     if not os.path.isfile(onnx_path):
         raise UserError(f"Model file '{onnx_path}' does not exist. Export one with "
                         "python inference.py --model output/finetune_model.pth --export output/finetune_model.onnx.")
@@ -95,4 +102,14 @@ def load_onnx(onnx_path: str) -> tuple[nn.Module, dict[str, Any]]:
                         f"{error}. Export the model again.") from None
     model = OpenCVModel(onnx_path)
     checkpoint.validate_meta(meta, meta_path)
+    size = meta["image_size"]
+    try:
+        outputs = model(torch.zeros(1, 3, size, size)).shape
+    except Exception as error:  # cv2.error: the network does not take this input
+        raise UserError(f"'{onnx_path}' does not run on a {size} x {size} image as its metadata '{meta_path}' says "
+                        f"({first_line(error)[:200]}). Export the model again.") from None
+    if len(outputs) != 2 or outputs[1] != len(meta["class_names"]):
+        raise UserError(f"'{onnx_path}' gives {outputs[-1]} outputs per image, but its metadata '{meta_path}' names "
+                        f"{len(meta['class_names'])} classes. The two files come from different models: export the "
+                        "model again (both files are written together).")
     return model, meta

@@ -3,8 +3,13 @@
 The body's output depends only on the backbone weights, the images, how they are decoded and
 transformed, and the precision the body runs in. Those make the cache key; a run with another
 learning rate, more epochs or another batch size finds the same key and skips the body
-entirely. Anything in the key that changes (an image added or touched, another image size or
-number of views, other weights) gives a new key, so stale features are never used.
+entirely. Anything in the key that changes (an image added, removed, renamed or relabelled, any
+byte of an image's content, another image size or number of views, other weights) gives a new
+key, so stale features are never used. The images are keyed by their content (SHA-256), not
+their size and modification time, which an edit can keep.
+
+A stored file is used only if its checksum matches and its features have the shapes the run
+expects and are finite; otherwise it is named, recomputed and replaced.
 """
 
 from __future__ import annotations
@@ -23,42 +28,90 @@ from .distributed import rank, world_size
 from .runtime import Compute
 from .weights import weights_identity
 
-FORMAT = 1  # bump when what is stored changes
+FORMAT = 2  # bump when what is stored changes (2: images keyed by content, a checksum)
 
 
 def _files_digest(ds) -> str:
-    """The image list with each file's size and modification time."""
+    """The image list, each file's label and the SHA-256 of its bytes."""
     digest = hashlib.sha256()
     for path, label in ds.samples:
-        info = os.stat(path)
-        digest.update(f"{os.path.relpath(path, ds.root)}\0{label}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+        content = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                content.update(block)
+        digest.update(f"{os.path.relpath(path, ds.root)}\0{label}\0{content.hexdigest()}\n".encode())
     return digest.hexdigest()
 
 
-class FeatureCache:
-    """One file per key in ``folder``: validation features and every cached training view."""
+def _checksum(tensors: list[torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        digest.update(str(tuple(tensor.shape)).encode() + str(tensor.dtype).encode())
+        digest.update(tensor.contiguous().view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
 
-    def __init__(self, folder: str, fields: dict[str, Any]) -> None:
-        self.fields = fields
+
+def _tensors(val: list[torch.Tensor], views: list[list[torch.Tensor]]) -> list[torch.Tensor]:
+    return [*val, *(t for view in views for t in view)]
+
+
+class FeatureCache:
+    """One file per key in ``folder``: validation features and every cached training view.
+
+    ``shapes`` is what the run expects: validation and training image counts, feature width and
+    class count; a stored file that does not match is not used."""
+
+    def __init__(self, folder: str, fields: dict[str, Any], shapes: dict[str, int]) -> None:
+        self.fields, self.shapes = fields, shapes
         key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
         self.path = os.path.join(folder, f"features-{key}.pt")
 
-    def load(self) -> dict[str, Any] | None:
+    def load(self) -> tuple[dict[str, Any] | None, str | None]:
+        """(the stored features, None), or (None, why the file on disk is not used; None if absent)."""
+        if not os.path.lexists(self.path):
+            return None, None
         if not os.path.isfile(self.path):
-            return None
+            return None, "it is not a regular file"
         try:
             stored = torch.load(self.path, map_location="cpu", weights_only=True)
-        except Exception:
-            return None  # a damaged file is recomputed and replaced
-        return stored if isinstance(stored, dict) and stored.get("fields") == self.fields else None
+        except Exception as error:
+            return None, f"it cannot be read ({type(error).__name__})"
+        if not isinstance(stored, dict) or stored.get("fields") != self.fields:
+            return None, "it was written for other images or settings"
+        try:
+            val, views = list(stored["val"]), [list(v) for v in stored["views"]]
+            if stored.get("checksum") != _checksum(_tensors(val, views)):
+                return None, "its checksum does not match: it was damaged on disk"
+        except (KeyError, TypeError, AttributeError, RuntimeError, ValueError):
+            return None, "it lacks some of what a feature cache holds"
+        problem = self._problem(val, views)
+        return (None, problem) if problem else ({"val": val, "views": views}, None)
+
+    def _problem(self, val: list[torch.Tensor], views: list[list[torch.Tensor]]) -> str | None:
+        expected = [("validation", val, self.shapes["val"])] + [(f"view {i + 1}", v, self.shapes["train"])
+                                                                  for i, v in enumerate(views)]
+        if len(views) != self.fields["views"]:
+            return f"it holds {len(views)} training view(s), not {self.fields['views']}"
+        for what, (features, labels), count in expected:
+            if features.shape != (count, self.shapes["width"]) or labels.shape != (count,):
+                return (f"its {what} features are {tuple(features.shape)}, not ({count}, {self.shapes['width']}) "
+                        "for this run's images and network")
+            if not torch.isfinite(features).all():
+                return f"its {what} features hold NaN or infinite values"
+            if labels.dtype != torch.long or (count and not 0 <= int(labels.min()) <= int(labels.max()) <
+                                              self.shapes["classes"]):
+                return f"its {what} labels are not class numbers of this dataset"
+        return None
 
     def save(self, val: tuple[torch.Tensor, torch.Tensor], views: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        payload = {"fields": self.fields, "val": list(val), "views": [list(v) for v in views]}
-        fileio.atomic_write(self.path, lambda temp: torch.save(payload, temp))
+        val, views = list(val), [list(v) for v in views]
+        payload = {"fields": self.fields, "val": val, "views": views, "checksum": _checksum(_tensors(val, views))}
+        fileio.atomic_write(self.path, lambda temp: torch.save(payload, temp),
+                            needed=sum(t.numel() * t.element_size() for t in _tensors(val, views)))
 
 
 def cache_for(folder: str | None, *, weights: str, train_ds, val_ds, image_size: int, views: int, seed: int,
-              compute: Compute, fold_bn: bool) -> FeatureCache | None:
+              compute: Compute, fold_bn: bool, width: int) -> FeatureCache | None:
     """The persistent cache of a run's features in ``folder``, or None when there is no folder."""
     if folder is None:
         return None
@@ -69,7 +122,8 @@ def cache_for(folder: str | None, *, weights: str, train_ds, val_ds, image_size:
         "views": views, "seed": seed, "device": compute.device.type, "amp": str(compute.amp_dtype),
         "channels_last": compute.channels_last, "fold_bn": fold_bn, "rank": rank(), "world_size": world_size(),
     }
-    return FeatureCache(folder, fields)
+    shapes = {"train": len(train_ds), "val": len(val_ds), "width": width, "classes": len(train_ds.classes)}
+    return FeatureCache(folder, fields, shapes)
 
 
 Features = tuple[torch.Tensor, torch.Tensor]
@@ -80,7 +134,10 @@ def body_features(body: torch.nn.Module, train_images: DataLoader, val_images: D
                   log: Callable[[str], None] = print) -> tuple[Features, list[Features]]:
     """Validation features and ``views`` passes of ``body`` over ``train_images`` (augmented when
     its transform is): from ``cache`` when its key matches, otherwise computed and stored there."""
-    stored = cache.load() if cache else None
+    stored, problem = cache.load() if cache else (None, None)
+    if problem:
+        log(f"[WARN] not using the cached features in {cache.path}: {problem}; computing them again (the file is "
+            "replaced)")
     if stored is not None:
         log(f"[INFO] reusing the body's features from {cache.path} (same weights, images, size and views): "
             "the body does not run")

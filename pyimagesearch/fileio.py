@@ -12,6 +12,7 @@ import csv
 import errno
 import io
 import os
+import pickle
 import re
 import secrets
 import shutil
@@ -97,8 +98,43 @@ def new_temp_folder(folder: str, name: str, kind: str) -> str:
             continue
 
 
-def atomic_write(path: str, write: Callable[[str], object]) -> None:
-    """Call ``write(temp_path)`` then rename over ``path``: readers never see half a file."""
+NO_ROOM = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def _size(count: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1024
+    return ""  # pragma: no cover
+
+
+def no_room(error: OSError, path: str, needed: int | None, written: int) -> UserError:
+    """One paragraph for a write that ran out of room: the file, what it needs, what is free."""
+    folder = os.path.dirname(os.path.abspath(path))
+    need = f"about {_size(needed)}" if needed else f"more than the {_size(written)} written before it stopped"
+    if error.errno == errno.EFBIG:
+        limit = ""
+        with contextlib.suppress(ImportError, OSError, ValueError):
+            import resource
+
+            soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+            limit = f" ({_size(soft)}, `ulimit -f`)" if soft != resource.RLIM_INFINITY else ""
+        why = f"the file-size limit of this shell{limit} stops it; it needs {need}"
+        fix = "Raise the limit (ulimit -f unlimited) or write elsewhere"
+    else:
+        free = ""
+        with contextlib.suppress(OSError):
+            free = f", and {_size(shutil.disk_usage(folder).free)} is free there"
+        why = f"the disk is full: it needs {need}{free}"
+        fix = "Free some space or choose another output folder"
+    return UserError(f"Could not write '{path}': {why}. Nothing was replaced: an earlier '{os.path.basename(path)}' "
+                     f"is intact. {fix}, then run again.")
+
+
+def atomic_write(path: str, write: Callable[[str], object], needed: int | None = None) -> None:
+    """Call ``write(temp_path)`` then rename over ``path``: readers never see half a file. A disk
+    that fills up (or a file-size limit) is one paragraph naming the file and the ``needed`` bytes."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     name = os.path.basename(path)
@@ -107,10 +143,44 @@ def atomic_write(path: str, write: Callable[[str], object]) -> None:
     try:
         write(temp_path)
         os.replace(temp_path, path)
-    except BaseException:
+    except BaseException as error:
+        written = 0
         with contextlib.suppress(OSError):
+            written = os.path.getsize(temp_path)
             os.remove(temp_path)
+        if isinstance(error, OSError) and error.errno in NO_ROOM:
+            raise no_room(error, path, needed, written) from None
+        short = _room_short_of(folder, needed) if isinstance(error, Exception) else None
+        if short is not None:  # torch.save says only "unexpected pos 704 vs 598" when the disk is full
+            raise no_room(OSError(short, os.strerror(short)), path, needed, written) from None
         raise
+
+
+def _room_short_of(folder: str, needed: int | None) -> int | None:
+    """ENOSPC or EFBIG when ``needed`` bytes cannot fit in ``folder`` or under the file-size limit."""
+    if not needed:
+        return None
+    with contextlib.suppress(ImportError, OSError, ValueError):
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if soft != resource.RLIM_INFINITY and soft < needed:
+            return errno.EFBIG
+    with contextlib.suppress(OSError):
+        if shutil.disk_usage(folder).free < needed:
+            return errno.ENOSPC
+    return None
+
+
+SPREADSHEET_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(cell: object) -> object:
+    """A text cell that a spreadsheet would run as a formula (a class or file named "=cmd|..."),
+    with an apostrophe in front, as OWASP advises; numbers and other text are unchanged."""
+    if isinstance(cell, str) and cell.startswith(SPREADSHEET_FORMULA):
+        return "'" + cell
+    return cell
 
 
 def write_text(path: str, text: str) -> None:
@@ -128,7 +198,7 @@ def write_csv(path: str, header: Sequence[str], rows: Iterable[Sequence[object]]
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(header)
-    writer.writerows(rows)
+    writer.writerows([spreadsheet_safe(cell) for cell in row] for row in rows)
     write_text(path, buffer.getvalue())
 
 
@@ -142,6 +212,13 @@ def read_torch(path: str, missing: str, unreadable: str) -> Any:
         raise UserError(missing)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        # torch's own message suggests weights_only=False: for a file that asks to run code on
+        # loading, that advice is the one thing not to follow
+        match = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        reason = (f"it asks to run Python code ({match.group(1)}) when loaded, so it was refused unopened" if match
+                  else "it is not plain tensors and numbers as torch.save writes them, or it was damaged")
+        raise UserError(unreadable.replace("{reason}", reason)) from None
     except Exception as error:
         raise UserError(unreadable.replace("{reason}", first_line(error))) from None  # paths may hold braces
 

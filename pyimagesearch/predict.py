@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from . import checkpoint, deploy, engine, fileio, plots, report
-from .annotate import has_display
+from .annotate import annotated_names, check_targets, has_display, is_annotate_folder
 from .create_dataloaders import eval_image_folder, eval_loader, eval_transforms, make_loader
 from .errors import UserError
 from .freezing import fold_frozen_batchnorm
@@ -118,12 +118,18 @@ def _collate(batch):
     return images, [item[1] for item in good], [(item[1], item[2]) for item in batch if item[2]]
 
 
-def expand_paths(paths: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
-    """Files given by name, and image files found in given folders; what cannot be read is listed."""
+def expand_paths(paths: Sequence[str], skip: Sequence[str] = ()) -> tuple[list[str], list[tuple[str, str]]]:
+    """Files given by name, and image files found in given folders; what cannot be read is listed.
+    Folders in ``skip`` (--annotate's) and folders --annotate wrote into are outputs, not inputs."""
     files, problems = [], []
+    outputs = {os.path.realpath(folder) for folder in skip}
     for path in paths:
         if os.path.isdir(path):
             for folder, dirs, names in os.walk(path):
+                if os.path.realpath(folder) in outputs or is_annotate_folder(folder):
+                    print(f"[INFO] not classifying the photos in {folder}: --annotate wrote them")
+                    dirs[:] = []
+                    continue
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 for name in sorted(names):
                     full = os.path.join(folder, name)
@@ -143,10 +149,13 @@ def expand_paths(paths: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]
 
 
 def classify_files(predictor: Predictor, paths: Sequence[str], output: str, *, top_k: int, batch_size: int,
-                   model_path: str) -> list[dict]:
+                   model_path: str, annotate: str | None = None) -> list[dict]:
     """Top-k classes for each file; writes <stem>_images.json/.csv/.png. Raises UserError when
-    nothing could be classified."""
-    files, problems = expand_paths(paths)
+    nothing could be classified. With ``annotate`` (a folder), what --annotate will write there is
+    checked first, and its photos are never inputs."""
+    files, problems = expand_paths(paths, skip=[annotate] if annotate else [])
+    if annotate:
+        check_targets(annotate, [*annotated_names(files), f"{predictor.stem}_montage.jpg"])
     class_names = predictor.class_names
     top_k = max(1, min(top_k, len(class_names)))
     loader = make_loader(ImageFiles(files, predictor.transform(), predictor.meta["image_size"]), batch_size,

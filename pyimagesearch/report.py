@@ -82,10 +82,13 @@ def write_report(probabilities: torch.Tensor, labels: torch.Tensor, class_names:
         for i in wrong
     ]
     write_text(f"{prefix}_report.json", json.dumps(result, indent=2))
-    rows = [[row["class"], f"{row['precision']:.6f}", f"{row['recall']:.6f}", f"{row['f1']:.6f}", row["support"]]
-            for row in result["classes"]]
-    rows.append(["accuracy", "", "", f"{result['accuracy']:.6f}", result["count"]])
-    write_csv(f"{prefix}_report.csv", ["class", "precision", "recall", "f1", "support"], rows)
+    # the "row" column tells a class from the summary lines, whatever the classes are called (a
+    # class folder may well be named "accuracy")
+    rows = [["class", row["class"], f"{row['precision']:.6f}", f"{row['recall']:.6f}", f"{row['f1']:.6f}",
+             row["support"]] for row in result["classes"]]
+    rows.append(["summary", "accuracy", "", "", f"{result['accuracy']:.6f}", result["count"]])
+    rows.append(["summary", "macro F1", "", "", f"{result['macro_f1']:.6f}", result["count"]])
+    write_csv(f"{prefix}_report.csv", ["row", "class", "precision", "recall", "f1", "support"], rows)
     plots.plot_confusion(matrix, class_names, f"{prefix}_confusion.png",
                          title=f"{os.path.basename(prefix)}: accuracy {result['accuracy']:.3f} on {result['count']} images")
     shown = wrong[:max_mistakes]

@@ -67,6 +67,23 @@ def load(path: str) -> dict[str, Any]:
     return payload
 
 
+def damaged(path: str, what: str) -> UserError:
+    return UserError(f"--resume: '{path}' is damaged or incomplete ({what}); it cannot be continued. Delete it and "
+                     "run without --resume (or with another --model to keep it).")
+
+
+def checked_history(history: Any, epoch: int) -> list[dict[str, Any]]:
+    """The saved per-epoch records: one dict per epoch trained, numbered 1 to ``epoch``."""
+    if not isinstance(history, list) or len(history) != epoch or not all(isinstance(r, dict) for r in history):
+        raise ValueError(f"its history does not hold {epoch} epoch record(s)")
+    if [r.get("epoch") for r in history] != list(range(1, epoch + 1)):
+        raise ValueError("its history's epochs are not 1 to the last one")
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "seconds"):
+        if not all(isinstance(r.get(key), (int, float)) for r in history):
+            raise ValueError(f"its history lacks {key!r}")
+    return list(history)
+
+
 def check_settings(saved: dict[str, Any], current: dict[str, Any], keys: tuple[str, ...], path: str) -> None:
     """Refuse to continue a run whose ``keys`` settings differ, naming each difference (a key that an
     older state file lacks is not compared)."""

@@ -8,6 +8,7 @@ the scripts.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import sys
 import time
@@ -93,6 +94,16 @@ def check_outputs(args: argparse.Namespace) -> None:
         seen[real] = what
 
 
+def files_digest(ds) -> str:
+    """The training files' names, labels, sizes and modification times (cheap: no image is read),
+    so a resumed run can say when the images changed under it."""
+    digest = hashlib.sha256()
+    for path, label in ds.samples:
+        info = os.stat(path)
+        digest.update(f"{os.path.relpath(path, ds.root)}\0{label}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
 def epoch_record(epoch: int, train: dict[str, float], val: dict[str, float], optimizer: torch.optim.Optimizer,
                  seconds: float, trained: nn.Module, **flags: bool) -> dict[str, Any]:
     """One row of the history: the epoch's metrics, learning rate, time and trainable parameters;
@@ -127,6 +138,13 @@ class TrainingSession:
         init_distributed(self.device)
         # the same seed on every process: a randomly initialised body must be identical everywhere
         seed_everything(self.args.seed)
+        epochs = self.args.epochs
+        for flag, value in (("--warmup-epochs", self.args.warmup_epochs),
+                            ("--freeze-epochs", getattr(self.args, "freeze_epochs", 0))):
+            if value >= epochs:
+                self.log(f"[WARN] {flag} {value} is not shorter than the run (--epochs {epochs}): "
+                         + ("the learning rate never reaches --lr" if flag == "--warmup-epochs"
+                            else "the body is never unfrozen, only the head trains"))
         return self
 
     def __exit__(self, exc_type, exc, traceback) -> None:
@@ -150,7 +168,7 @@ class TrainingSession:
                             f"{val_ds.classes}. Rebuild both with python build_dataset.py.")
         for path in train_ds.skipped + val_ds.skipped:
             self.log(f"[WARN] skipped {path}: {NOT_REGULAR}")
-        self.checkpointer = Checkpointer(args, head, train_ds.classes)
+        self.checkpointer = Checkpointer(args, head, train_ds.classes, files_digest(train_ds))
         self.log(f"[INFO] {len(train_ds)} training and {len(val_ds)} validation images, {len(train_ds.classes)} "
                  f"classes; running on {self.compute.describe()}, {self.num_workers} loader worker(s)")
         return self.checkpointer

@@ -3,13 +3,17 @@
 Each frame goes BGR -> RGB -> the checkpoint's own evaluation transform, exactly as a photo
 given to ``--images`` does, then the label, its probability and the frames per second (imutils'
 FPS counter) are drawn on it. The annotated video and a per-frame CSV are written as the frames
-come, so Ctrl-C leaves both playable and complete up to the last frame.
+come, into a hidden folder beside their final names, and moved there when the stream ends: on
+Ctrl-C (exit 0, the way to stop a camera) or SIGTERM (exit 143) both are finished, playable and
+complete up to the last frame; a run that fails or is killed leaves the previous run's files as
+they were.
 """
 
 from __future__ import annotations
 
 import csv
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 
@@ -20,24 +24,19 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from . import engine
-from .annotate import draw_lines, has_display
-from .errors import UserError
+from . import engine, fileio
+from .annotate import draw_lines, has_display, quiet_opencv
+from .errors import Terminated, UserError
 from .runtime import Compute
 
 CODECS = (("mp4v", ".mp4"), ("MJPG", ".avi"))  # the first this OpenCV build can write wins
 
 
 def _open(source: str | int) -> cv2.VideoCapture:
-    logging = getattr(cv2, "utils", None) and getattr(cv2.utils, "logging", None)
-    level = logging.getLogLevel() if logging else None
-    if logging:  # OpenCV's own warnings for a missing camera would bury the one message that matters
-        logging.setLogLevel(logging.LOG_LEVEL_SILENT)
-    try:
+    if isinstance(source, str):
+        fileio.check_regular_or_absent(source, "--video")  # a FIFO would block OpenCV forever
+    with quiet_opencv():  # OpenCV's own warnings for a missing camera would bury the one message that matters
         capture = cv2.VideoCapture(source)
-    finally:
-        if logging:
-            logging.setLogLevel(level)
     if not capture.isOpened():
         capture.release()
         if isinstance(source, int):
@@ -60,29 +59,65 @@ def _writer(stem: str, fps: float, size: tuple[int, int]) -> tuple[cv2.VideoWrit
     raise UserError("OpenCV cannot write video here (neither mp4v nor MJPG); install opencv-contrib-python from PyPI.")
 
 
+def check_outputs(source: str | int, output: str, name: str) -> None:
+    """What the run will write replaces no input and no special file: checked before any frame."""
+    for path in [os.path.join(output, f"{name}.csv")] + [os.path.join(output, name + ext) for _, ext in CODECS]:
+        fileio.check_regular_or_absent(path, "--output")
+        if isinstance(source, str) and os.path.exists(path) and os.path.samefile(path, source):
+            raise UserError(f"--video '{source}' is where this run would write its annotated video. Copy or rename "
+                            "the video, or pass another --output folder; nothing was written.")
+
+
+def _publish(staging: str, output: str) -> list[str]:
+    """Move the finished files from the staging folder to their final names, then drop it."""
+    moved = []
+    for entry in sorted(os.listdir(staging)):
+        os.replace(os.path.join(staging, entry), os.path.join(output, entry))
+        moved.append(os.path.join(output, entry))
+    shutil.rmtree(staging, ignore_errors=True)
+    return moved
+
+
+def _top_classes(model: nn.Module, compute: Compute, transform: Callable[[Image.Image], torch.Tensor],
+                 class_names: Sequence[str], frame, top_k: int) -> list[tuple[str, float]]:
+    """A BGR frame's ``top_k`` (class name, probability), best first, as --images would give."""
+    rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+    probabilities = engine.probabilities(model, transform(Image.fromarray(rgb))[None], compute)[0]
+    values, indices = probabilities.topk(top_k)
+    return [(class_names[int(i)], float(p)) for p, i in zip(values, indices)]
+
+
 def classify_stream(model: nn.Module, compute: Compute, transform: Callable[[Image.Image], torch.Tensor],
                     class_names: Sequence[str], stem: str, source: str | int, output: str, *, top_k: int,
                     show: bool = False, progress: bool = True, max_frames: int | None = None) -> dict:
     """Classify every frame of ``source`` (a path, or a camera index) with ``model`` after
     ``transform`` (the checkpoint's evaluation transform); writes <output>/<stem>_video.mp4 (or
     _camera) and a per-frame CSV, and returns what was written."""
-    capture = _open(source)
     camera = isinstance(source, int)
+    check_outputs(source, output, f"{stem}_{'camera' if camera else 'video'}")
+    capture = _open(source)
     source_fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
     if not 1 <= source_fps <= 240:
         source_fps = 30.0
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if not camera else 0
     name = f"{stem}_{'camera' if camera else 'video'}"
-    csv_path = os.path.join(output, f"{name}.csv")
+    fileio.remove_leftovers(output, name, ("video",))  # what a killed run left
+    staging = fileio.new_temp_folder(output, name, "video")
+    csv_path = os.path.join(staging, f"{name}.csv")
     top_k = max(1, min(top_k, len(class_names)))
     if show and not has_display():
         print("[WARN] --show: no display found; writing the annotated video only")
         show = False
-    writer, video_path, frames, interrupted = None, None, 0, False
+    writer, video_path, frames, interrupted = None, None, 0, None
     started = time.perf_counter()
     fps = FPS().start()
     bar = tqdm(total=total or None, desc="frames", unit="frame", disable=not progress, leave=False)
-    with open(csv_path, "w", newline="", encoding="utf-8") as handle:
+    try:
+        handle = open(csv_path, "w", newline="", encoding="utf-8")
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    with handle:
         table = csv.writer(handle)
         table.writerow(["frame", "time_s"] + [f"{kind}_{k + 1}" for k in range(top_k) for kind in ("class", "probability")])
         try:
@@ -90,19 +125,16 @@ def classify_stream(model: nn.Module, compute: Compute, transform: Callable[[Ima
                 ok, frame = capture.read()
                 if not ok:
                     break
-                rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-                probabilities = engine.probabilities(model, transform(Image.fromarray(rgb))[None], compute)[0]
-                values, indices = probabilities.topk(top_k)
+                top = _top_classes(model, compute, transform, class_names, frame, top_k)
                 fps.update()
                 fps.stop()
                 seconds = time.perf_counter() - started if camera else frames / source_fps
-                label = f"{class_names[int(indices[0])]}: {float(values[0]) * 100:.1f}%"
-                draw_lines(frame, [label, f"FPS: {fps.fps():.1f}"])
+                draw_lines(frame, [f"{top[0][0]}: {top[0][1] * 100:.1f}%", f"FPS: {fps.fps():.1f}"])
                 if writer is None:
-                    writer, video_path = _writer(os.path.join(output, name), source_fps, (frame.shape[1], frame.shape[0]))
+                    writer, video_path = _writer(os.path.join(staging, name), source_fps, (frame.shape[1], frame.shape[0]))
                 writer.write(frame)
-                table.writerow([frames, f"{seconds:.3f}"] + [v for p, i in zip(values, indices)
-                                                              for v in (class_names[int(i)], f"{float(p):.6f}")])
+                table.writerow([frames, f"{seconds:.3f}"] + [cell for c, p in top
+                                                              for cell in (fileio.spreadsheet_safe(c), f"{p:.6f}")])
                 handle.flush()
                 frames += 1
                 bar.update()
@@ -110,8 +142,11 @@ def classify_stream(model: nn.Module, compute: Compute, transform: Callable[[Ima
                     cv2.imshow("flowers-transfer", frame)
                     if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
                         break
-        except KeyboardInterrupt:
-            interrupted = True
+        except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (Terminated): finish the files first
+            interrupted = stop
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         finally:
             bar.close()
             capture.release()
@@ -120,8 +155,14 @@ def classify_stream(model: nn.Module, compute: Compute, transform: Callable[[Ima
             if show:
                 cv2.destroyAllWindows()
     if frames == 0:
-        os.remove(csv_path)
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(interrupted, Terminated):
+            raise interrupted
         raise UserError(f"No frame could be read from {'camera ' + str(source) if camera else repr(source)}.")
+    video_path, csv_path = (os.path.join(output, os.path.basename(p)) for p in (video_path, csv_path))
+    _publish(staging, output)
     print(f"[INFO] {frames} frame(s) classified at {fps.fps():.1f} frames/s"
           f"{' (interrupted)' if interrupted else ''}; wrote {video_path}, {csv_path}")
-    return {"frames": frames, "video": video_path, "csv": csv_path, "interrupted": interrupted}
+    if isinstance(interrupted, Terminated):
+        raise interrupted  # exit 143, as everywhere: the files are finished
+    return {"frames": frames, "video": video_path, "csv": csv_path, "interrupted": interrupted is not None}

@@ -35,12 +35,16 @@ NEEDED_JOBS: set[str] = set()
 def pytest_collection_modifyitems(session, config, items):
     """Which of tests/background.py's jobs the selected tests read; those tests go last, so the
     jobs run while the others do."""
-    from background import JOBS
+    from background import READERS
+
+    def jobs_read(item) -> set[str]:
+        return {job for fixture, job in READERS.items() if fixture in getattr(item, "fixturenames", ())}
 
     def reads_a_job(item) -> bool:
-        return any(name in getattr(item, "fixturenames", ()) for name in JOBS)
+        return bool(jobs_read(item))
 
-    NEEDED_JOBS.update(name for item in items for name in JOBS if name in getattr(item, "fixturenames", ()))
+    for item in items:
+        NEEDED_JOBS.update(jobs_read(item))
     items.sort(key=reads_a_job)  # stable: the order within each group stays
 
 
@@ -73,13 +77,13 @@ def _runs_folder(job):
 @pytest.fixture(scope="session")
 def sigint_runs(background_jobs):
     """The SIGINT/resume runs: their folder, once they all ended."""
-    return _runs_folder(background_jobs["sigint_runs"])
+    return _runs_folder(background_jobs["forked_runs"]) / "sigint"
 
 
 @pytest.fixture(scope="session")
 def compiled_runs(background_jobs):
     """The --compile runs of both scripts: their folder, once they ended."""
-    return _runs_folder(background_jobs["compiled_runs"])
+    return _runs_folder(background_jobs["forked_runs"]) / "compile"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -105,6 +109,30 @@ def real_resnet50(request):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(model, "resnet50", resnet50)
         yield
+
+
+def write_video(path, frames, fps: int = 5):
+    """An MJPG video of RGB ``frames``."""
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, frames[0].shape[1::-1])
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def read_frames(path) -> list[np.ndarray]:
+    """Every frame OpenCV decodes from ``path`` (BGR)."""
+    import cv2
+
+    capture, frames = cv2.VideoCapture(str(path)), []
+    ok, frame = capture.read()
+    while ok:
+        frames.append(frame)
+        ok, frame = capture.read()
+    capture.release()
+    return frames
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 import inference
-from conftest import ROOT, error_text
+from conftest import ROOT, error_text, read_frames, write_video
 from pyimagesearch import checkpoint, deploy, paths, predict
 from pyimagesearch.create_dataloaders import eval_image_folder
 from pyimagesearch.errors import run_cli
@@ -76,7 +76,7 @@ def test_every_mode_runs_the_onnx_model(exported, tmp_path, capsys):
     inference.main([*common, "--val", os.path.join(base, "val"), "--seed", "1"])
     inference.main([*common, "--images", os.path.join(base, "val")])
     inference.main([*common, "--evaluate", os.path.join(base, "val")])
-    clip = _video(tmp_path / "clip.avi", [np.full((40, 40, 3), c, np.uint8) for c in ((220, 40, 40), (30, 60, 220))])
+    clip = write_video(tmp_path / "clip.avi", [np.full((40, 40, 3), c, np.uint8) for c in ((220, 40, 40), (30, 60, 220))])
     inference.main([*common, "--video", str(clip)])
     assert "OpenCV's DNN module" in capsys.readouterr().out
     for name in ("warmup_model_predictions.png", "warmup_model_images.json", "warmup_model_report.json",
@@ -101,7 +101,9 @@ def test_annotate_draws_on_each_photo_at_its_own_size(trained, tmp_path, capsys)
                     "--num-workers", "0"])
     printed = capsys.readouterr().out
     assert "skipped" in printed and "broken.jpg" in printed
-    assert sorted(os.listdir(out)) == ["leaf_annotated.png", "rosé in the garden_annotated.jpg", "warmup_model_montage.jpg"]
+    drawn = ["leaf_annotated.png", "rosé in the garden_annotated.jpg", "warmup_model_montage.jpg"]
+    assert sorted(os.listdir(out)) == [".annotated.json", *drawn]  # the manifest: what --annotate wrote there
+    assert json.loads((out / ".annotated.json").read_text())["written"] == drawn
     for name, size, original in (("rosé in the garden_annotated.jpg", (120, 90), (220, 40, 40)),
                                  ("leaf_annotated.png", (70, 50), (40, 200, 60))):
         with Image.open(out / name) as image:
@@ -113,41 +115,23 @@ def test_annotate_draws_on_each_photo_at_its_own_size(trained, tmp_path, capsys)
         assert montage.size == (512, 256)  # two tiles side by side
 
 
-def _video(path, frames, fps: int = 5):
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, frames[0].shape[1::-1])
-    for frame in frames:
-        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    writer.release()
-    return path
-
-
-def _read_all(path) -> list[np.ndarray]:
-    capture, frames = cv2.VideoCapture(str(path)), []
-    ok, frame = capture.read()
-    while ok:
-        frames.append(frame)
-        ok, frame = capture.read()
-    capture.release()
-    return frames
-
-
 def test_a_video_is_classified_frame_by_frame_as_images_would_be(trained, tmp_path):
     _, model = trained
     rng = np.random.default_rng(0)
     colors = [(30, 60, 220), (40, 200, 60), (220, 40, 40)] * 3
     frames = [np.clip(np.array(c) + rng.normal(0, 20, (48, 64, 3)), 0, 255).astype(np.uint8) for c in colors]
-    clip = _video(tmp_path / "clip.avi", frames)
+    clip = write_video(tmp_path / "clip.avi", frames)
     out = tmp_path / "out"
     inference.main(["--model", model, "--video", str(clip), "--output", str(out), "--top-k", "2", "--no-progress"])
     with open(out / "warmup_model_video.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert [int(r["frame"]) for r in rows] == list(range(9))
     assert float(rows[5]["time_s"]) == pytest.approx(1.0)  # frame 5 at 5 frames/s
-    written = _read_all(next(out.glob("warmup_model_video.*[!v]")))
+    written = read_frames(next(out.glob("warmup_model_video.*[!v]")))
     assert len(written) == 9 and written[0].shape == (48, 64, 3)
 
     # the exact pixels OpenCV decoded, given to --images as a lossless PNG: the same probabilities
-    decoded = _read_all(clip)[4]
+    decoded = read_frames(clip)[4]
     Image.fromarray(cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)).save(tmp_path / "frame4.png")
     inference.main(["--model", model, "--images", str(tmp_path / "frame4.png"), "--output", str(out), "--top-k", "2",
                     "--num-workers", "0"])
@@ -158,7 +142,7 @@ def test_a_video_is_classified_frame_by_frame_as_images_would_be(trained, tmp_pa
 
 def test_ctrl_c_leaves_a_playable_video_and_its_table(trained, tmp_path, monkeypatch):
     _, model = trained
-    clip = _video(tmp_path / "clip.avi", [np.full((32, 32, 3), 100 + 10 * i, np.uint8) for i in range(8)])
+    clip = write_video(tmp_path / "clip.avi", [np.full((32, 32, 3), 100 + 10 * i, np.uint8) for i in range(8)])
     real, calls = predict.engine.probabilities, []
 
     def interrupted_at_the_fourth_frame(*args):
@@ -172,7 +156,7 @@ def test_ctrl_c_leaves_a_playable_video_and_its_table(trained, tmp_path, monkeyp
     assert run_cli(inference.main, ["--model", model, "--video", str(clip), "--output", str(out), "--no-progress"]) == 0
     with open(out / "warmup_model_video.csv") as handle:
         assert len(list(csv.DictReader(handle))) == 3
-    assert len(_read_all(next(out.glob("warmup_model_video.*[!v]")))) == 3
+    assert len(read_frames(next(out.glob("warmup_model_video.*[!v]")))) == 3
 
 
 @pytest.mark.parametrize("args,message", [(["--camera", "7"], "no camera could be opened at index 7"),
