@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 
 import torch
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, TensorDataset
 from torchvision import datasets
 from torchvision import transforms as T
 
@@ -140,6 +140,12 @@ def get_dataloader(rootDir: str, transforms, batchSize: int, shuffle: bool = Tru
 
 def feature_loader(features: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool,
                    seed: int = config.SEED) -> DataLoader:
-    """Batches of cached body features: already this process's share, read in the main process."""
-    return make_loader(TensorDataset(features, labels), batch_size, shuffle, 0, "cpu", seed,
-                       split_across_processes=False)
+    """Batches of cached body features: already this process's share, read in the main process,
+    each batch sliced out whole (indexing and stacking thousands of 2048-wide rows one by one cost
+    more than training the head on them). Shuffled by the loader's generator, as make_loader's."""
+    ds = TensorDataset(features, labels)
+    generator = torch.Generator()
+    generator.manual_seed(seed + rank())
+    order = RandomSampler(ds, generator=generator) if shuffle else SequentialSampler(ds)
+    return DataLoader(ds, batch_size=None, sampler=BatchSampler(order, batch_size, drop_last=False),
+                      generator=generator)
