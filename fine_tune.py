@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    with TrainingSession(args) as session:  # outputs checked; device, precision, seeds; torchrun
+    with TrainingSession(args, trains_body=True) as session:  # outputs checked; device, precision, seeds; torchrun
         compute = session.compute
 
         # the training and validation sets, through the tutorial's dataloader helper

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 
 from pyimagesearch import annotate, cli, config, deploy, fileio, paths, predict, video
 from pyimagesearch.errors import UserError, run_cli
+from pyimagesearch.memory import keep_allocator_memory
 from pyimagesearch.runtime import seed_everything
 
 
@@ -69,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         fileio.check_writable_folder(args.annotate, "--annotate")
     if args.seed is not None:
         seed_everything(args.seed)
+    keep_allocator_memory(config.KEEP_ALLOCATOR_MEMORY)  # before the first large allocation
     predictor = predict.load_predictor(args)
     if args.images:
         rows = predict.classify_files(predictor, args.images, args.output, top_k=args.top_k,

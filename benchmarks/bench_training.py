@@ -7,6 +7,7 @@ Usage:
     python benchmarks/bench_training.py --only ft-tutorial ft-project --repeats 3   # median of 3 rounds
     python benchmarks/bench_training.py --only loader ft-project                   # size the DataLoader workers
     python benchmarks/bench_training.py --only latency --device cpu                # PyTorch vs OpenCV DNN, one image
+    python benchmarks/bench_training.py --only ft-project ft-project+glibc-default  # with/without memory.py (#20)
 
 "Tutorial style" is the tutorial's own loop: fp32, NCHW, ``model.train()`` on the whole network
 (so BatchNorm runs in training mode), features recomputed every epoch, Pillow's default loader,
@@ -305,6 +306,14 @@ def child(args) -> None:
 
     torch.set_num_threads(args.threads or torch.get_num_threads())
     kind = args.child
+    if kind.endswith(GLIBC_DEFAULT):  # the same run with glibc's allocator left as it comes (#20)
+        from pyimagesearch import config
+
+        config.KEEP_ALLOCATOR_MEMORY = False
+        kind = kind[: -len(GLIBC_DEFAULT)]
+    import torchvision  # noqa: F401  (imported before the usage starts counting, as torch is)
+
+    usage_before = process_usage()
     if kind == "fe-tutorial":
         result = tutorial_run("fe", args)
     elif kind == "ft-tutorial":
@@ -327,7 +336,37 @@ def child(args) -> None:
         result = single_image_latency(args)
     else:
         raise SystemExit(f"unknown run {kind}")
+    after = process_usage()
+    result["usage"] = {key: after[key] - usage_before[key] for key in after}  # the run, not the imports
     print("RESULT " + json.dumps(result), flush=True)
+
+
+GLIBC_DEFAULT = "+glibc-default"
+
+
+def process_usage() -> dict:
+    """CPU, kernel time and minor page faults of this process and its DataLoader workers so far."""
+    import resource
+
+    own, workers = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"user_s": own.ru_utime + workers.ru_utime, "system_s": own.ru_stime + workers.ru_stime,
+            "minor_faults": own.ru_minflt + workers.ru_minflt}
+
+
+def usage_table(results: dict, args) -> None:
+    """Per training image seen (images x epochs), every run that recorded its usage."""
+    rows = [(kind, run) for kind, run in results.items() if isinstance(run, dict) and "usage" in run
+            and "train_images" in run]
+    if not rows:
+        return
+    print(f"{'run':<36} {'CPU s/img':>10} {'system s/img':>13} {'system %':>9} {'minor faults/img':>17}")
+    for kind, run in rows:
+        epochs = args.fe_epochs if kind.startswith("fe") else args.epochs
+        images = run["train_images"] * epochs
+        use = run["usage"]
+        cpu = use["user_s"] + use["system_s"]
+        print(f"{kind:<36} {cpu / images:10.3f} {use['system_s'] / images:13.4f} {use['system_s'] / cpu * 100:8.1f}% "
+              f"{use['minor_faults'] / images:17.0f}")
 
 
 def measure(kind: str, args, argv: list[str]) -> dict:
@@ -340,10 +379,13 @@ def measure(kind: str, args, argv: list[str]) -> dict:
     return json.loads(lines[-1][len("RESULT "):])
 
 
+ONCE = ("ceiling", "decode", "loader", "latency")  # not timed rows: measured once, not per round
+
+
 def measure_all(kinds: list[str], args, argv: list[str], measure=measure) -> dict:
     """Every timed kind ``args.repeats`` times, round robin, so that a slow spell on a shared
     machine falls on all of them alike; each keeps its median run, with all its totals beside it."""
-    once = [kind for kind in kinds if kind in ("ceiling", "decode", "loader", "latency")]
+    once = [kind for kind in kinds if kind in ONCE]
     results = {kind: measure(kind, args, argv) for kind in once}
     runs: dict[str, list[dict]] = {kind: [] for kind in kinds if kind not in once}
     for _ in range(args.repeats):
@@ -400,13 +442,15 @@ def main(argv=None) -> None:
         passthrough = [*(argv if argv is not None else sys.argv[1:]), "--device", args.device]
         if args.weights == "none":
             passthrough += ["--weights", calibrated_weights(args, os.path.join(work, "calibrated-resnet50.pth"))]
-        kinds = args.only or ["ceiling", "decode", "loader", "latency", "fe-tutorial", "fe-project-uncached", "fe-project-cached",
-                              "fe-project-views", "ft-tutorial", "ft-project"]
+        kinds = args.only or ["ceiling", "decode", "loader", "latency", "fe-tutorial", "fe-project-uncached",
+                              "fe-project-uncached" + GLIBC_DEFAULT, "fe-project-cached", "fe-project-views",
+                              "ft-tutorial", "ft-project", "ft-project" + GLIBC_DEFAULT]
         results = measure_all(kinds, args, passthrough)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results["settings"] = {k: v for k, v in vars(args).items() if k not in ("child", "dataset")}
     report(results, args)
+    usage_table(results, args)
     with open(args.output, "w") as handle:
         json.dump(results, handle, indent=2)
     print(f"[bench] wrote {args.output}")
@@ -426,9 +470,12 @@ def report(results: dict, args) -> None:
               f"project loader {d['project_draft'] * 1000:.1f} ms")
     rows = []
     groups = (("feature extraction", args.fe_epochs, "fe-tutorial",
-               (("fe-project-uncached", "project, no cache"), ("fe-project-cached", "project cached (1 view)"),
+               (("fe-project-uncached", "project, no cache"),
+                ("fe-project-uncached" + GLIBC_DEFAULT, "project, no cache, glibc's default allocator"),
+                ("fe-project-cached", "project cached (1 view)"),
                 ("fe-project-views", f"project cached ({args.views} views)"))),
-              ("fine-tuning", args.epochs, "ft-tutorial", (("ft-project", "project"),)))
+              ("fine-tuning", args.epochs, "ft-tutorial",
+               (("ft-project", "project"), ("ft-project" + GLIBC_DEFAULT, "project, glibc's default allocator"))))
     for what, epochs, tutorial_kind, project_kinds in groups:
         tutorial = results.get(tutorial_kind)
         if not tutorial:

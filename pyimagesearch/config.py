@@ -95,6 +95,11 @@ CHANNELS_LAST = True
 # frozen BatchNorm layers are folded into the convolutions before them (same math, less work)
 FOLD_BN = True
 COMPILE = False
+# Linux with glibc: keep freed memory in the process instead of handing each batch's large
+# buffers back to the kernel, which zeroes fresh pages for every batch (pyimagesearch/memory.py).
+# "auto" = in feature extraction and inference (measured faster), not in fine-tuning (measured
+# slower); True = everywhere; False = leave the C allocator as it is. A no-op on macOS, Windows, musl.
+KEEP_ALLOCATOR_MEMORY = "auto"
 
 # how many top classes inference prints per image
 TOP_K = 3

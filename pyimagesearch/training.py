@@ -27,6 +27,7 @@ from .distributed import init_distributed, is_distributed, is_main_process, rank
 from .errors import UserError
 from .freezing import fold_frozen_batchnorm
 from .images import NOT_REGULAR
+from .memory import keep_allocator_memory
 from .runtime import Compute, resolve_amp, resolve_device, resolve_workers, seed_everything
 from .schedule import SCHEDULES
 from .stand_in import STAND_IN, stand_in_from_folder
@@ -120,12 +121,15 @@ def epoch_record(epoch: int, train: dict[str, float], val: dict[str, float], opt
 
 
 class TrainingSession:
-    """One training script's process: outputs checked, device, precision and loader workers chosen,
-    seeds set; under torchrun it joins the process group and, as a context manager, leaves it on
-    the way out, also when something fails."""
+    """One training script's process: outputs checked, device, precision, loader workers and the C
+    allocator's policy (``trains_body``: fine-tuning) chosen, seeds set; under torchrun it joins
+    the process group and, as a context manager, leaves it on the way out, also when something
+    fails."""
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: argparse.Namespace, *, trains_body: bool = False) -> None:
         check_outputs(args)
+        # before the first large allocation; "auto" only where the body runs forward only
+        keep_allocator_memory(config.KEEP_ALLOCATOR_MEMORY, backward=trains_body)
         self.args = args
         self.device = resolve_device(args.device)
         self.compute = Compute(self.device, resolve_amp(args.amp, self.device), args.channels_last)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
 
 import numpy as np
@@ -87,6 +89,30 @@ def compiled_runs(background_jobs):
 
 
 @pytest.fixture(scope="session", autouse=True)
+def one_compute_thread():
+    """The in-process tests' tiny networks gain nothing from a second thread, and the background
+    jobs (tests/background.py) use the second core."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def allocator_as_it_comes():
+    """The suite runs both scripts in one process: feature extraction's allocator policy
+    (memory.py, once set, for the whole process) would slow every fine-tuning test after it.
+    tests/test_memory.py checks the policy in processes of its own."""
+    from pyimagesearch import config
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(config, "KEEP_ALLOCATOR_MEMORY", False)
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
 def tiny_backbone():
     """The whole session builds tiny_resnet50 wherever the scripts build ResNet50."""
     from pyimagesearch import model
@@ -109,6 +135,21 @@ def real_resnet50(request):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(model, "resnet50", resnet50)
         yield
+
+
+@contextlib.contextmanager
+def deadline(seconds: int):
+    """Turn a hang into a failure: SIGALRM interrupts a blocked open() of a FIFO."""
+    def fail(*_):
+        raise TimeoutError(f"still running after {seconds}s")
+
+    previous = signal.signal(signal.SIGALRM, fail)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def write_video(path, frames, fps: int = 5):

@@ -22,28 +22,13 @@ import build_dataset
 import fine_tune
 import inference
 import train_feature_extraction
-from conftest import error_text, make_image_folder, train_args
+from conftest import deadline, error_text, make_image_folder, train_args
 from pyimagesearch import checkpoint, config, dataset, fileio, plots
 from pyimagesearch.create_dataloaders import eval_image_folder, get_dataloader, train_transforms
 from pyimagesearch.download import DownloadLimits, download, extract
 from pyimagesearch.errors import UserError, run_cli
 from pyimagesearch.images import check_image, load_rgb
 from pyimagesearch.predict import ImageFiles
-
-
-@contextlib.contextmanager
-def deadline(seconds: int):
-    """Turn a hang into a failure: SIGALRM interrupts a blocked open() of a FIFO."""
-    def fail(*_):
-        raise TimeoutError(f"still running after {seconds}s")
-
-    previous = signal.signal(signal.SIGALRM, fail)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def dead_pid() -> int:

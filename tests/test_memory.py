@@ -1,0 +1,93 @@
+"""pyimagesearch/memory.py: glibc keeps freed large blocks, so a batch reuses the pages of the last."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+from pyimagesearch import memory
+
+CHURN = """
+import ctypes, json, resource, sys
+sys.path.insert(0, {root!r})
+from pyimagesearch.memory import glibc, keep_allocator_memory
+applied = keep_allocator_memory({keep})
+libc, size = glibc(), 64 * 2**20
+libc.malloc.restype, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+faults = []
+for _ in range(6):  # six "batches": a 64 MiB activation buffer written, then freed
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    buffer = libc.malloc(size)
+    ctypes.memset(buffer, 1, size)
+    libc.free(buffer)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(json.dumps({{"applied": applied, "faults": faults}}))
+"""
+
+
+def _churn(keep: bool) -> dict:
+    done = subprocess.run([sys.executable, "-c", CHURN.format(root=ROOT, keep=keep)], capture_output=True, text=True,
+                          timeout=120, check=True)
+    return json.loads(done.stdout)
+
+
+@pytest.mark.skipif(memory.glibc() is None, reason="glibc only")
+def test_freed_buffers_stay_in_the_process_for_the_next_batch():
+    default, kept = _churn(False), _churn(True)
+    assert default["applied"] is False and kept["applied"] is True
+    pages = 64 * 2**20 // 4096
+    # glibc as it comes: every batch maps fresh pages, which the kernel zeroes on first touch
+    assert min(default["faults"][1:]) > pages * 0.9
+    # kept: the first batch grows the heap, the next ones reuse its pages
+    assert kept["faults"][0] > pages * 0.9 and max(kept["faults"][1:]) < pages * 0.05
+
+
+def test_it_does_nothing_when_switched_off_or_without_glibc(monkeypatch):
+    monkeypatch.setattr(memory, "_applied", False)
+    real_glibc = memory.glibc
+
+    def no_libc():
+        raise AssertionError("switched off: the C library is not even looked up")
+
+    monkeypatch.setattr(memory, "glibc", no_libc)
+    assert memory.keep_allocator_memory(False) is False
+    monkeypatch.setattr(memory, "glibc", real_glibc)
+    monkeypatch.setattr(memory.platform, "libc_ver", lambda: ("", ""))  # musl, macOS, Windows
+    assert memory.glibc() is None and memory.keep_allocator_memory(True) is False
+
+
+@pytest.mark.parametrize("setting,backward,expected", [("auto", False, True), ("auto", True, False),
+                                                       (True, True, True), (False, False, False)])
+def test_auto_keeps_memory_where_the_network_runs_forward_only(monkeypatch, setting, backward, expected):
+    monkeypatch.setattr(memory, "_applied", False)
+    looked_up = []
+    monkeypatch.setattr(memory, "glibc", lambda: looked_up.append(1))  # None: as if not glibc
+    memory.keep_allocator_memory(setting, backward=backward)
+    assert bool(looked_up) == expected
+
+
+def test_each_script_passes_the_config_switch_and_what_its_network_does(tmp_path, splits, monkeypatch):
+    import fine_tune
+    import train_feature_extraction
+    from conftest import train_args
+    from pyimagesearch import config, training
+
+    calls = []
+
+    class Seen(Exception):
+        pass
+
+    def record(setting, backward):
+        calls.append((setting, backward))
+        raise Seen  # what the script asked for is all this test needs: no training
+
+    monkeypatch.setattr(training, "keep_allocator_memory", record)
+    monkeypatch.setattr(config, "KEEP_ALLOCATOR_MEMORY", "auto")
+    for script, name in ((train_feature_extraction, "warmup"), (fine_tune, "finetune")):
+        with pytest.raises(Seen):
+            script.main(train_args(tmp_path, splits, name, "--epochs", "1", "--no-report"))
+    assert calls == [("auto", False), ("auto", True)]
