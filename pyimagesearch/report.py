@@ -12,12 +12,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import engine, plots
+from . import engine, many_classes, plots
 from .fileio import write_csv, write_text
 from .runtime import Compute
 
 # the files write_report names after the model: <prefix>_report.json and so on
-REPORT_SUFFIXES = ("_report.json", "_report.csv", "_confusion.png", "_mistakes.png")
+REPORT_SUFFIXES = ("_report.json", "_report.csv", "_confusion.png", "_mistakes.png", *many_classes.SUFFIXES)
 
 
 def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int) -> np.ndarray:
@@ -47,6 +47,9 @@ def classification_report(matrix: np.ndarray, class_names: Sequence[str]) -> dic
         # over every class of the model, as scikit-learn's average="macro" with all labels: a class
         # absent from the folder and never predicted counts as F1 0
         "macro_f1": float(f1.mean()) if len(f1) else 0.0,
+        # the mean recall over the classes present, as scikit-learn's balanced_accuracy_score: what
+        # accuracy would be if every class had as many images
+        "balanced_accuracy": float(recall[support > 0].mean()) if (support > 0).any() else 0.0,
         "confusion_matrix": matrix.tolist(),
         "class_names": list(class_names),
     }
@@ -81,16 +84,28 @@ def write_report(probabilities: torch.Tensor, labels: torch.Tensor, class_names:
          "predicted": class_names[int(predictions[i])], "probability": float(confidence[i])}
         for i in wrong
     ]
+    many = len(class_names) > many_classes.MANY_CLASSES
+    if many:
+        result["confused_pairs"] = many_classes.confused_pairs(matrix, class_names)
     write_text(f"{prefix}_report.json", json.dumps(result, indent=2))
     # the "row" column tells a class from the summary lines, whatever the classes are called (a
     # class folder may well be named "accuracy")
     rows = [["class", row["class"], f"{row['precision']:.6f}", f"{row['recall']:.6f}", f"{row['f1']:.6f}",
              row["support"]] for row in result["classes"]]
     rows.append(["summary", "accuracy", "", "", f"{result['accuracy']:.6f}", result["count"]])
+    rows.append(["summary", "balanced accuracy", "", "", f"{result['balanced_accuracy']:.6f}", result["count"]])
     rows.append(["summary", "macro F1", "", "", f"{result['macro_f1']:.6f}", result["count"]])
     write_csv(f"{prefix}_report.csv", ["row", "class", "precision", "recall", "f1", "support"], rows)
-    plots.plot_confusion(matrix, class_names, f"{prefix}_confusion.png",
-                         title=f"{os.path.basename(prefix)}: accuracy {result['accuracy']:.3f} on {result['count']} images")
+    title = f"{os.path.basename(prefix)}: accuracy {result['accuracy']:.3f} on {result['count']} images"
+    if many:
+        many_classes.plot_large_confusion(matrix, class_names, f"{prefix}_confusion.png", title)
+        many_classes.plot_recall(result, f"{prefix}_recall.png")
+        many_classes.write_tables(result, prefix)
+    else:
+        plots.plot_confusion(matrix, class_names, f"{prefix}_confusion.png", title=title)
+        for suffix in many_classes.SUFFIXES:  # an earlier many-class report's, describing another model
+            if os.path.isfile(f"{prefix}{suffix}"):
+                os.remove(f"{prefix}{suffix}")
     shown = wrong[:max_mistakes]
     if shown:
         images = torch.stack([dataset[i][0] for i in shown])
@@ -108,12 +123,14 @@ def publish(probabilities: torch.Tensor, labels: torch.Tensor, class_names: Sequ
     """Write the report files for predictions already made, and print the table."""
     paths = [path for path, _ in getattr(dataset, "samples", [])] or None
     result = write_report(probabilities, labels, class_names, dataset, prefix, mean, std, paths=paths)
-    print(format_table(result))
+    many = len(class_names) > many_classes.MANY_CLASSES
+    print(many_classes.summary(result, prefix) if many else format_table(result))
     speed = (f" in {seconds:.1f}s ({len(labels) / max(seconds, 1e-9):.1f} images/s)" if seconds is not None
              else " (predictions from the run's cached features)")
     print(f"[INFO] evaluated {len(labels)} images{speed}; "
           f"wrote {prefix}_report.json, {prefix}_report.csv, {prefix}_confusion.png"
-          + (f", {prefix}_mistakes.png" if result["mistakes"] else ""))
+          + (f", {prefix}_mistakes.png" if result["mistakes"] else "")
+          + (f", {prefix}_recall.png, {prefix}_confused_pairs.json/.csv" if many else ""))
     return result
 
 

@@ -306,7 +306,7 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_neutralised(tmp_path, capsys
     with open(tmp_path / "output" / "warmup_model_report.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert [r["class"] for r in rows if r["row"] == "class"] == ["'+plus", "'=cmd", "accuracy"]  # sorted folders
-    assert [r["class"] for r in rows if r["row"] == "summary"] == ["accuracy", "macro F1"]
+    assert [r["class"] for r in rows if r["row"] == "summary"] == ["accuracy", "balanced accuracy", "macro F1"]
     images = os.path.join(base, "val", "=cmd")
     inference.main(["--model", str(tmp_path / "output" / "warmup_model.pth"), "--images", images, "--output",
                     str(tmp_path / "o"), "--top-k", "3"])

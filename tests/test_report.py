@@ -101,7 +101,7 @@ def test_evaluate_report_agrees_with_a_hand_count(tmp_path, capsys):
     with open(tmp_path / "eval" / "warmup_model_report.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert [r["class"] for r in rows if r["row"] == "class"] == sorted(CONFUSABLE)
-    assert [r["class"] for r in rows if r["row"] == "summary"] == ["accuracy", "macro F1"]
+    assert [r["class"] for r in rows if r["row"] == "summary"] == ["accuracy", "balanced accuracy", "macro F1"]
     assert _decodes(tmp_path / "eval" / "warmup_model_confusion.png")
     if report["mistakes"]:
         assert _decodes(tmp_path / "eval" / "warmup_model_mistakes.png")
@@ -148,3 +148,61 @@ def test_images_mode_predicts_good_files_and_names_broken_ones(tmp_path, splits,
     with open(tmp_path / "pred" / "finetune_model_images.csv") as handle:
         assert len(list(csv.reader(handle))) == 4  # header + three images
     assert _decodes(tmp_path / "pred" / "finetune_model_images.png")
+
+
+class _Images(torch.utils.data.Dataset):
+    def __init__(self, labels):
+        self.labels = labels
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        return torch.zeros(3, 8, 8), int(self.labels[index])
+
+
+def test_a_report_over_a_hundred_classes_stays_legible(tmp_path, capsys):
+    from pyimagesearch import many_classes, report
+
+    names = [f"c{k:03d}" for k in range(101)]
+    labels = torch.arange(101).repeat_interleave(10)
+    predicted = labels.clone()
+    predicted[30:36] = 17  # c003 -> c017, 6 of its 10 images
+    predicted[170:172] = 3  # c017 -> c003, 2 of 10
+    predicted[50:54] = 9  # c005 -> c009, 4 of 10
+    probabilities = torch.nn.functional.one_hot(predicted, 101).float() * 0.9 + 0.1 / 101
+    prefix = str(tmp_path / "m")
+    report.publish(probabilities, labels, names, _Images(labels), prefix, [0.5] * 3, [0.5] * 3)
+    out = capsys.readouterr().out
+
+    matrix = np.zeros((101, 101), dtype=int)
+    np.add.at(matrix, (labels.numpy(), predicted.numpy()), 1)
+    pairs = json.loads(open(f"{prefix}_confused_pairs.json").read())
+    assert pairs[:3] == [{"true": "c003", "predicted": "c017", "count": 6, "share": 0.6},
+                         {"true": "c005", "predicted": "c009", "count": 4, "share": 0.4},
+                         {"true": "c017", "predicted": "c003", "count": 2, "share": 0.2}]
+    assert sum(p["count"] for p in pairs) == matrix.sum() - np.trace(matrix)
+    with open(f"{prefix}_confused_pairs.csv") as handle:
+        assert len(list(csv.DictReader(handle))) == len(pairs)
+    order = many_classes.cluster_order(matrix)
+    assert abs(order.index(3) - order.index(17)) == 1 and abs(order.index(5) - order.index(9)) == 1
+
+    for picture in ("_confusion.png", "_recall.png"):
+        with Image.open(f"{prefix}{picture}") as image:
+            assert max(image.size) <= 4096 and min(image.size) > 300
+        assert os.path.getsize(f"{prefix}{picture}") <= 2.5 * 2**20
+    recall = json.loads(open(f"{prefix}_report.json").read())
+    assert recall["balanced_accuracy"] == pytest.approx(np.mean(np.diag(matrix) / matrix.sum(1)))
+
+    # the terminal: a summary, worst classes and pairs first, not 101 rows
+    assert "balanced accuracy" in out and "the 10 classes with the lowest recall" in out
+    assert out.index("c003  recall 0.4000") < out.index("c005  recall 0.6000") < out.index("c017  recall 0.8000")
+    assert "c003 -> c017: 6 (60.0 % of c003)" in out and f"{prefix}_confused_pairs.csv" in out
+    assert "precision  recall" not in out
+
+    # with the tutorial's few classes the report is as it was, and stale many-class files go
+    few = torch.arange(5).repeat_interleave(4)
+    report.publish(torch.nn.functional.one_hot(few, 5).float(), few, names[:5], _Images(few), prefix, [0.5] * 3,
+                   [0.5] * 3)
+    assert "precision  recall" in capsys.readouterr().out
+    assert not any(os.path.exists(f"{prefix}{suffix}") for suffix in many_classes.SUFFIXES)
