@@ -17,7 +17,7 @@ import os
 from collections.abc import Sequence
 
 from pyimagesearch import config
-from pyimagesearch.dataset import check_target, count_table, scan, split, write_splits
+from pyimagesearch.dataset import check_target, count_table, imbalance_warning, scan, split, write_splits
 from pyimagesearch.download import FLOWER_CLASSES, fetch_dataset
 from pyimagesearch.errors import UserError, run_cli
 
@@ -70,6 +70,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                  info={"source": os.path.abspath(args.data), "val_split": args.val_split, "seed": args.seed,
                        "skipped": found.skipped})
     print(count_table(train, val))
+    warning = imbalance_warning({label: len(train[label]) + len(val[label]) for label in train})
+    if warning:
+        print(warning)
     print(f"[INFO] wrote {os.path.join(args.output, 'train')} and {os.path.join(args.output, 'val')}"
           + (f"; skipped {len(found.skipped)} file(s), listed above" if found.skipped else ""))
 

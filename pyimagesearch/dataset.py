@@ -185,3 +185,19 @@ def count_table(train: dict[str, list[str]], val: dict[str, list[str]]) -> str:
     total_val = sum(map(len, val.values()))
     lines.append(f"{'total':<{width}}  {total_train:>6}  {total_val:>5}  {total_train + total_val:>6}")
     return "\n".join(lines)
+
+
+IMBALANCE = 5  # the largest class has at least this many times the images of the smallest
+
+
+def imbalance_warning(counts: dict[str, int]) -> str | None:
+    """A warning when the classes' sizes differ by IMBALANCE times or more, else None."""
+    present = {name: count for name, count in counts.items() if count > 0}
+    if len(present) < 2:
+        return None
+    largest, smallest = max(present, key=present.get), min(present, key=present.get)
+    if present[largest] < IMBALANCE * present[smallest]:
+        return None
+    return (f"[WARN] the classes are imbalanced: '{largest}' has {present[largest]} images, "
+            f"{present[largest] / present[smallest]:.0f} times '{smallest}' ({present[smallest]}); accuracy then favours "
+            "the large classes, so judge the model by the report's balanced accuracy and per-class recall")

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
@@ -23,6 +24,7 @@ from . import cli, config, fileio, paths, report
 from .checkpoint import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from .checkpointer import Checkpointer, check_output_paths
 from .create_dataloaders import make_loader
+from .dataset import imbalance_warning
 from .distributed import init_distributed, is_distributed, is_main_process, rank, shutdown_distributed, unwrap, wrap_ddp
 from .errors import UserError
 from .freezing import fold_frozen_batchnorm
@@ -173,6 +175,10 @@ class TrainingSession:
         for path in train_ds.skipped + val_ds.skipped:
             self.log(f"[WARN] skipped {path}: {NOT_REGULAR}")
         self.checkpointer = Checkpointer(args, head, train_ds.classes, files_digest(train_ds))
+        warning = imbalance_warning(dict(zip(train_ds.classes, np.bincount(train_ds.targets,
+                                                                            minlength=len(train_ds.classes)).tolist())))
+        if warning:
+            self.log(warning.replace("the classes are", "the training classes are"))
         self.log(f"[INFO] {len(train_ds)} training and {len(val_ds)} validation images, {len(train_ds.classes)} "
                  f"classes; running on {self.compute.describe()}, {self.num_workers} loader worker(s)")
         return self.checkpointer

@@ -206,3 +206,20 @@ def test_a_report_over_a_hundred_classes_stays_legible(tmp_path, capsys):
                    [0.5] * 3)
     assert "precision  recall" in capsys.readouterr().out
     assert not any(os.path.exists(f"{prefix}{suffix}") for suffix in many_classes.SUFFIXES)
+
+
+def test_imbalanced_classes_are_warned_about_when_built_and_when_trained(tmp_path, capsys):
+    data = str(tmp_path / "photos")
+    make_image_folder(data, per_class=25, classes={"big": (220, 40, 40)})
+    make_image_folder(data, per_class=5, classes={"small": (40, 200, 60), "green": (30, 60, 220)}, seed=1)
+    base = str(tmp_path / "dataset")
+    build_dataset.main(["--data", data, "--output", base, "--val-split", "0.2", "--no-progress"])
+    out = capsys.readouterr().out
+    assert "[WARN] the classes are imbalanced: 'big' has 25 images, 5 times 'green' (5)" in out
+    train_feature_extraction.main(train_args(tmp_path, base, "warmup", "--epochs", "1", "--no-report"))
+    assert "[WARN] the training classes are imbalanced: 'big' has 20 images" in capsys.readouterr().out
+
+    even = str(tmp_path / "even")
+    make_image_folder(even, per_class=6)
+    build_dataset.main(["--data", even, "--output", str(tmp_path / "even_dataset"), "--no-progress"])
+    assert "[WARN]" not in capsys.readouterr().out
