@@ -31,7 +31,7 @@ from pyimagesearch.errors import run_cli
 from pyimagesearch.freezing import freeze_batchnorm, set_body_trainable
 from pyimagesearch.model import build_model, trainable_parameters
 from pyimagesearch.schedule import EarlyStopping, LearningRate
-from pyimagesearch.training import TrainingSession, epoch_record, training_parser
+from pyimagesearch.training import TrainingSession, class_weights, epoch_record, training_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         model = session.prepare(model)
 
         # loss, optimizer, and the opt-in learning-rate schedule and early stopping
-        loss_fn = nn.CrossEntropyLoss()
+        loss_fn = nn.CrossEntropyLoss(weight=class_weights(train_ds, args.balanced, compute.device))  # --balanced
         optimizer = torch.optim.Adam(trainable_parameters(model), lr=args.lr)
         scaler = compute.scaler()
         schedule = LearningRate(args.lr_scheduler, args.lr, args.epochs, args.warmup_epochs)

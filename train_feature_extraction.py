@@ -30,7 +30,7 @@ from pyimagesearch.freezing import freeze_body
 from pyimagesearch.model import Body, build_model
 from pyimagesearch.paths import feature_cache_folder
 from pyimagesearch.schedule import EarlyStopping, LearningRate
-from pyimagesearch.training import TrainingSession, epoch_record, training_parser
+from pyimagesearch.training import TrainingSession, class_weights, epoch_record, training_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         generators = [val_loader.generator] + [v.generator for v in view_loaders or [train_loader]]
 
         # loss, optimizer, and the opt-in learning-rate schedule and early stopping
-        loss_fn = nn.CrossEntropyLoss()
+        loss_fn = nn.CrossEntropyLoss(weight=class_weights(train_ds, args.balanced, compute.device))  # --balanced
         optimizer = torch.optim.Adam(head.parameters(), lr=args.lr)
         scaler = compute.scaler()
         schedule = LearningRate(args.lr_scheduler, args.lr, args.epochs, args.warmup_epochs)

@@ -22,7 +22,8 @@ from .paths import best_model_path, history_path, resume_path
 from .weights import weights_identity
 
 # what a continuation must share with the run it continues
-RESUME_SETTINGS = ("head", "class_names", "image_size", "weights", "world_size", "feature_cache", "cache_views", "seed")
+RESUME_SETTINGS = ("head", "class_names", "image_size", "weights", "world_size", "feature_cache", "cache_views", "seed",
+                   "balanced")
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "train_count", "val_count",
                    "trainable_params", "seconds", "resumed", "stopped_early")
 
@@ -43,7 +44,7 @@ def resume_settings(args: argparse.Namespace, head: str, class_names: list[str])
     settings = {"head": head, "class_names": list(class_names), "image_size": args.image_size,
                 "weights": weights_identity(args.weights), "world_size": processes,
                 "feature_cache": getattr(args, "feature_cache", None), "cache_views": getattr(args, "cache_views", None),
-                "seed": args.seed}
+                "seed": args.seed, "balanced": args.balanced}
     assert tuple(settings) == RESUME_SETTINGS
     return settings
 

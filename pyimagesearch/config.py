@@ -72,6 +72,9 @@ SEED = 42
 # "cosine", "step", "plateau") after WARMUP_EPOCHS of linear warm-up, and for fine-tuning
 # FREEZE_EPOCHS epochs that train only the new head before the body is unfrozen
 PATIENCE = 0
+# opt-in: weight the loss so that every class counts as much as the others (scikit-learn's
+# "balanced" weights, images / (classes x images of the class)), for imbalanced class folders
+BALANCED = False
 LR_SCHEDULER = "none"
 WARMUP_EPOCHS = 0
 FREEZE_EPOCHS = 0

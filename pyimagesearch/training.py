@@ -69,6 +69,10 @@ def training_parser(description: str, *, batch_size: int, lr: float, plot: str, 
     add("--lr-scheduler", choices=SCHEDULES, default=config.LR_SCHEDULER,
         help="learning rate per epoch: none (the tutorial's constant rate), cosine, step (a tenth after each third), "
              "plateau (a tenth when the validation loss stalls for 2 epochs) (default: %(default)s)")
+    add("--balanced", action=argparse.BooleanOptionalAction, default=config.BALANCED,
+        help="weight the loss by class, images / (classes x images of the class), so that small classes count as "
+             "much as large ones (scikit-learn's 'balanced'); the reported losses are the weighted ones "
+             "(default: %(default)s)")
     add("--warmup-epochs", type=cli.non_negative_int, default=config.WARMUP_EPOCHS,
         help="epochs of linear learning-rate warm-up before the schedule (default: %(default)s)")
     return parser
@@ -95,6 +99,16 @@ def check_outputs(args: argparse.Namespace) -> None:
             raise UserError(f"{seen[real]} and {what} would both be written to '{path}'. Give --model and --plot "
                             "different names (for example output/finetune_model.pth and output/finetune.png).")
         seen[real] = what
+
+
+def class_weights(ds, balanced: bool, device: torch.device) -> torch.Tensor | None:
+    """With ``balanced``, scikit-learn's "balanced" class weights for ``ds``'s images: images /
+    (classes x images of the class); None (every image counts once) otherwise."""
+    if not balanced:
+        return None
+    counts = torch.bincount(torch.as_tensor(ds.targets), minlength=len(ds.classes)).double()
+    weights = counts.sum() / (len(ds.classes) * counts.clamp(min=1))
+    return weights.float().to(device)
 
 
 def files_digest(ds) -> str:

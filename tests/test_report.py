@@ -15,7 +15,7 @@ import build_dataset
 import fine_tune
 import inference
 import train_feature_extraction
-from conftest import make_image_folder, train_args
+from conftest import error_text, make_image_folder, train_args
 from pyimagesearch.report import classification_report, confusion_matrix
 
 # two reds that differ by a shade: the deliberately confusable pair
@@ -223,3 +223,32 @@ def test_imbalanced_classes_are_warned_about_when_built_and_when_trained(tmp_pat
     make_image_folder(even, per_class=6)
     build_dataset.main(["--data", even, "--output", str(tmp_path / "even_dataset"), "--no-progress"])
     assert "[WARN]" not in capsys.readouterr().out
+
+
+def test_balanced_training_weights_each_class_and_resume_keeps_it(tmp_path, capsys, monkeypatch):
+    from pyimagesearch import checkpoint
+    from pyimagesearch.errors import run_cli
+
+    data = str(tmp_path / "photos")
+    make_image_folder(data, per_class=18, classes={"big": (220, 40, 40)})
+    make_image_folder(data, per_class=6, classes={"small": (40, 200, 60)}, seed=1)
+    base = str(tmp_path / "dataset")
+    build_dataset.main(["--data", data, "--output", base, "--val-split", "0.34", "--no-progress"])
+    weights = []
+    real = torch.nn.CrossEntropyLoss
+
+    def recording(*args, weight=None, **kwargs):
+        weights.append(weight)
+        return real(*args, weight=weight, **kwargs)
+
+    monkeypatch.setattr(torch.nn, "CrossEntropyLoss", recording)
+    train_feature_extraction.main(train_args(tmp_path, base, "warmup", "--epochs", "1", "--no-report", "--balanced"))
+    train_ds_counts = [len(os.listdir(os.path.join(base, "train", c))) for c in ("big", "small")]
+    total = sum(train_ds_counts)
+    assert weights[-1].tolist() == pytest.approx([total / (2 * n) for n in train_ds_counts])  # sklearn's "balanced"
+    _, meta = checkpoint.load(str(tmp_path / "output" / "warmup_model.pth"))
+    assert meta["config"]["balanced"] is True
+    code = run_cli(train_feature_extraction.main, train_args(tmp_path, base, "warmup", "--epochs", "2", "--resume"))
+    assert code == 2 and "balanced: True then, False now" in error_text(capsys)
+    fine_tune.main(train_args(tmp_path, base, "finetune", "--epochs", "1", "--no-report"))
+    assert weights[-1] is None  # off by default: the tutorial's loss
