@@ -113,8 +113,6 @@ class Checkpointer:
             resume.set_rng_state(state["rng"][rank()], self.generators)
             self.best_val_acc, self.saved_epoch = float(state["best_val_acc"]), state["epoch"]
             history = resume.checked_history(state["history"], state["epoch"])
-        except UserError:
-            raise
         except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as error:
             raise resume.damaged(self.resume_path, f"{type(error).__name__}: {first_line(error)}") from None
         saved_images = state.get("train_images")

@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from . import engine, fileio
+from .checkpoint import payload_bytes
 from .distributed import rank, world_size
 from .runtime import Compute
 from .weights import weights_identity
@@ -47,7 +48,7 @@ def _checksum(tensors: list[torch.Tensor]) -> str:
     digest = hashlib.sha256()
     for tensor in tensors:
         digest.update(str(tuple(tensor.shape)).encode() + str(tensor.dtype).encode())
-        digest.update(tensor.contiguous().view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        digest.update(tensor.contiguous().view(torch.uint8).numpy())  # hashed in place, not copied
     return digest.hexdigest()
 
 
@@ -106,8 +107,7 @@ class FeatureCache:
     def save(self, val: tuple[torch.Tensor, torch.Tensor], views: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         val, views = list(val), [list(v) for v in views]
         payload = {"fields": self.fields, "val": val, "views": views, "checksum": _checksum(_tensors(val, views))}
-        fileio.atomic_write(self.path, lambda temp: torch.save(payload, temp),
-                            needed=sum(t.numel() * t.element_size() for t in _tensors(val, views)))
+        fileio.atomic_write(self.path, lambda temp: torch.save(payload, temp), needed=payload_bytes(payload))
 
 
 def cache_for(folder: str | None, *, weights: str, train_ds, val_ds, image_size: int, views: int, seed: int,

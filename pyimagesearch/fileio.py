@@ -109,17 +109,23 @@ def _size(count: float) -> str:
     return ""  # pragma: no cover
 
 
+def _file_size_limit() -> int | None:
+    """This process's file-size limit (``ulimit -f``) in bytes, or None when there is none."""
+    with contextlib.suppress(ImportError, OSError, ValueError):
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        return None if soft == resource.RLIM_INFINITY else soft
+    return None
+
+
 def no_room(error: OSError, path: str, needed: int | None, written: int) -> UserError:
     """One paragraph for a write that ran out of room: the file, what it needs, what is free."""
     folder = os.path.dirname(os.path.abspath(path))
     need = f"about {_size(needed)}" if needed else f"more than the {_size(written)} written before it stopped"
     if error.errno == errno.EFBIG:
-        limit = ""
-        with contextlib.suppress(ImportError, OSError, ValueError):
-            import resource
-
-            soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-            limit = f" ({_size(soft)}, `ulimit -f`)" if soft != resource.RLIM_INFINITY else ""
+        soft = _file_size_limit()
+        limit = f" ({_size(soft)}, `ulimit -f`)" if soft is not None else ""
         why = f"the file-size limit of this shell{limit} stops it; it needs {need}"
         fix = "Raise the limit (ulimit -f unlimited) or write elsewhere"
     else:
@@ -160,12 +166,9 @@ def _room_short_of(folder: str, needed: int | None) -> int | None:
     """ENOSPC or EFBIG when ``needed`` bytes cannot fit in ``folder`` or under the file-size limit."""
     if not needed:
         return None
-    with contextlib.suppress(ImportError, OSError, ValueError):
-        import resource
-
-        soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-        if soft != resource.RLIM_INFINITY and soft < needed:
-            return errno.EFBIG
+    limit = _file_size_limit()
+    if limit is not None and limit < needed:
+        return errno.EFBIG
     with contextlib.suppress(OSError):
         if shutil.disk_usage(folder).free < needed:
             return errno.ENOSPC

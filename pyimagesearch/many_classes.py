@@ -40,9 +40,10 @@ def cluster_order(matrix: np.ndarray) -> list[int]:
     the most confused class left."""
     confusion = (matrix + matrix.T).astype(float)
     np.fill_diagonal(confusion, 0)
+    totals = confusion.sum(1)
     left, order = set(range(len(matrix))), []
     while left:
-        current = max(left, key=lambda k: (confusion[k].sum(), -k))
+        current = max(left, key=lambda k: (totals[k], -k))
         while True:
             order.append(current)
             left.discard(current)

@@ -123,7 +123,7 @@ def publish(probabilities: torch.Tensor, labels: torch.Tensor, class_names: Sequ
     """Write the report files for predictions already made, and print the table."""
     paths = [path for path, _ in getattr(dataset, "samples", [])] or None
     result = write_report(probabilities, labels, class_names, dataset, prefix, mean, std, paths=paths)
-    many = len(class_names) > many_classes.MANY_CLASSES
+    many = "confused_pairs" in result  # write_report's many-class report
     print(many_classes.summary(result, prefix) if many else format_table(result))
     speed = (f" in {seconds:.1f}s ({len(labels) / max(seconds, 1e-9):.1f} images/s)" if seconds is not None
              else " (predictions from the run's cached features)")

@@ -106,9 +106,14 @@ def class_weights(ds, balanced: bool, device: torch.device) -> torch.Tensor | No
     (classes x images of the class); None (every image counts once) otherwise."""
     if not balanced:
         return None
-    counts = torch.bincount(torch.as_tensor(ds.targets), minlength=len(ds.classes)).double()
+    counts = torch.tensor(class_counts(ds), dtype=torch.float64)
     weights = counts.sum() / (len(ds.classes) * counts.clamp(min=1))
     return weights.float().to(device)
+
+
+def class_counts(ds) -> list[int]:
+    """Images per class of an ImageFolder, in class order (from its labels; no image is read)."""
+    return np.bincount(ds.targets, minlength=len(ds.classes)).tolist()
 
 
 def files_digest(ds) -> str:
@@ -189,8 +194,7 @@ class TrainingSession:
         for path in train_ds.skipped + val_ds.skipped:
             self.log(f"[WARN] skipped {path}: {NOT_REGULAR}")
         self.checkpointer = Checkpointer(args, head, train_ds.classes, files_digest(train_ds))
-        warning = imbalance_warning(dict(zip(train_ds.classes, np.bincount(train_ds.targets,
-                                                                            minlength=len(train_ds.classes)).tolist())))
+        warning = imbalance_warning(dict(zip(train_ds.classes, class_counts(train_ds))))
         if warning:
             self.log(warning.replace("the classes are", "the training classes are"))
         self.log(f"[INFO] {len(train_ds)} training and {len(val_ds)} validation images, {len(train_ds.classes)} "

@@ -68,14 +68,11 @@ def check_outputs(source: str | int, output: str, name: str) -> None:
                             "the video, or pass another --output folder; nothing was written.")
 
 
-def _publish(staging: str, output: str) -> list[str]:
+def _publish(staging: str, output: str) -> None:
     """Move the finished files from the staging folder to their final names, then drop it."""
-    moved = []
     for entry in sorted(os.listdir(staging)):
         os.replace(os.path.join(staging, entry), os.path.join(output, entry))
-        moved.append(os.path.join(output, entry))
     shutil.rmtree(staging, ignore_errors=True)
-    return moved
 
 
 def _top_classes(model: nn.Module, compute: Compute, transform: Callable[[Image.Image], torch.Tensor],
