@@ -6,8 +6,11 @@ Usage:
     python build_dataset.py --data ~/photos --output dataset --val-split 0.2
 
 Each image's class is its first folder below --data. Every image is decoded once; unreadable
-files are skipped and listed. The split is seeded and per class, and dataset/ is rebuilt in a new
-folder swapped in at the end, so a second run replaces the first instead of adding to it.
+files are skipped and listed. Copies of one photo (identical files, or re-encoded and rescaled
+ones, found by a perceptual hash) are listed when they sit in different classes, and each group
+of copies stays on one side of the split (--no-find-duplicates: split them like any image). The
+split is seeded and per class, and dataset/ is rebuilt in a new folder swapped in at the end, so a
+second run replaces the first instead of adding to it.
 """
 
 from __future__ import annotations
@@ -17,8 +20,19 @@ import os
 from collections.abc import Sequence
 
 from pyimagesearch import config
-from pyimagesearch.dataset import check_target, count_table, imbalance_warning, scan, split, write_splits
+from pyimagesearch.cli import int_between
+from pyimagesearch.dataset import (
+    MANIFEST,
+    check_target,
+    check_val_split,
+    count_table,
+    imbalance_warning,
+    scan,
+    split,
+    write_splits,
+)
 from pyimagesearch.download import FLOWER_CLASSES, fetch_dataset
+from pyimagesearch.duplicates import describe, find_duplicates
 from pyimagesearch.errors import UserError, run_cli
 
 
@@ -29,6 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--val-split", type=float, default=config.VAL_SPLIT,
                         help="fraction of each class for validation (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=config.SEED, help="split seed (default: %(default)s)")
+    parser.add_argument("--find-duplicates", action=argparse.BooleanOptionalAction, default=config.FIND_DUPLICATES,
+                        help="find exact and near-duplicate images, list those in more than one class, and keep each "
+                             "group of copies on one side of the split (default: %(default)s)")
+    parser.add_argument("--duplicate-distance", type=int_between(0, 64), default=config.DUPLICATE_DISTANCE,
+                        help="how many of the 64 perceptual-hash bits near duplicates may differ in; 0 still finds "
+                             "re-encoded copies, higher finds more and risks calling different photos copies "
+                             "(default: %(default)s)")
     parser.add_argument("--download", action=argparse.BooleanOptionalAction, default=config.DOWNLOAD,
                         help="download the archive when --data is missing (default: %(default)s)")
     parser.add_argument("--url", default=config.DATASET_URL, help="archive URL (default: %(default)s)")
@@ -44,7 +65,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if os.path.exists(args.data) and not os.path.isdir(args.data):
         raise UserError(f"--data '{args.data}' is a file; it should be the folder of class folders "
                         "(flower_photos/daisy/*.jpg, ...). Point --data (or DATA_PATH) at that folder.")
-    # the output is checked before any image is read or downloaded: a refusal costs seconds
+    # the settings and the output are checked before any image is read or downloaded: a refusal costs seconds
+    check_val_split(args.val_split)
     check_target(args.data, args.output)
     if not os.path.isdir(args.data):
         if not args.download:
@@ -60,15 +82,20 @@ def main(argv: Sequence[str] | None = None) -> None:
                       expected_classes=FLOWER_CLASSES if default else None, progress=args.progress)
 
     print("[INFO] loading image paths...")
-    found = scan(args.data, progress=args.progress)
+    found = scan(args.data, progress=args.progress, fingerprints=args.find_duplicates)
     for path, reason in found.skipped:
         print(f"[WARN] skipped {os.path.join(args.data, path)}: {reason}")
-    train, val = split(found.images, args.val_split, args.seed)
+    groups = find_duplicates(found.fingerprints, args.duplicate_distance, args.progress) if args.find_duplicates else []
+    train, val = split(found.images, args.val_split, args.seed, groups)
+    for line in describe(groups, os.path.join(args.output, MANIFEST)):
+        print(line)
 
     print("[INFO] copying training and validation images...")
     write_splits(args.data, args.output, train, val, progress=args.progress,
                  info={"source": os.path.abspath(args.data), "val_split": args.val_split, "seed": args.seed,
-                       "skipped": found.skipped})
+                       "skipped": found.skipped,
+                       "duplicates": {"distance": args.duplicate_distance,
+                                      "groups": [group.as_json() for group in groups]} if args.find_duplicates else None})
     print(count_table(train, val))
     warning = imbalance_warning({label: len(train[label]) + len(val[label]) for label in train})
     if warning:

@@ -31,6 +31,16 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def int_between(low: int, high: int):
+    """An argparse type: a whole number from ``low`` to ``high``."""
+    def parse(text: str) -> int:
+        value = _int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be a whole number from {low} to {high}, not {text!r}")
+        return value
+    return parse
+
+
 def workers(text: str) -> int | str:
     """``auto`` or a worker count of 0 or more."""
     return "auto" if text.strip().lower() == "auto" else non_negative_int(text)

@@ -17,6 +17,13 @@ VAL_SPLIT = 0.1
 TRAIN = os.path.join(BASE_PATH, "train")
 VAL = os.path.join(BASE_PATH, "val")
 
+# build_dataset.py finds exact copies (identical bytes) and near duplicates (re-encoded or rescaled
+# copies: perceptual hashes at most DUPLICATE_DISTANCE of 64 bits apart, and alike in a 16 x 16 thumbnail), lists
+# those filed under two classes, and keeps each group of copies on one side of the split, so that no
+# photo is validated against its own copy; --no-find-duplicates splits them like any other images
+FIND_DUPLICATES = True
+DUPLICATE_DISTANCE = 6
+
 # where the flowers archive comes from and where the downloaded .tgz is kept
 DATASET_URL = "https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz"
 DATASET_ARCHIVE_SIZE = 228813984  # bytes, as served on 2021-10; checked when the server says nothing

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
+from .duplicates import DuplicateGroup, Fingerprint, fingerprint
 from .errors import UserError
 from .fileio import exclusive, leftovers, new_temp_folder, remove_leftovers
 from .images import check_image, is_image_file
@@ -24,6 +25,7 @@ class Scan:
 
     images: dict[str, list[str]] = field(default_factory=dict)  # class -> paths relative to the root
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    fingerprints: dict[str, Fingerprint] = field(default_factory=dict)  # path -> what finds its duplicates
 
 
 def _walk(root: str) -> Iterable[tuple[str, list[str]]]:
@@ -40,10 +42,12 @@ def _walk(root: str) -> Iterable[tuple[str, list[str]]]:
         yield folder, sorted(files)
 
 
-def scan(root: str, check: bool = True, progress: bool = True) -> Scan:
+def scan(root: str, check: bool = True, progress: bool = True, fingerprints: bool = False) -> Scan:
     """Find the images under ``root``; the class is the first folder below ``root``.
 
     Unlike the tutorial's ``path.split(os.sep)[1]``, this holds for absolute and nested paths.
+    With ``fingerprints`` (and ``check``), each usable image's fingerprint is taken from the
+    pixels the check decoded.
     """
     result = Scan()
     candidates: list[tuple[str, str]] = []
@@ -62,36 +66,77 @@ def scan(root: str, check: bool = True, progress: bool = True) -> Scan:
                 continue
             candidates.append((relative.split(os.sep)[0], relative))
     for label, relative in tqdm(candidates, desc="checking images", unit="img", disable=not progress, leave=False):
-        reason = check_image(os.path.join(root, relative)) if check else None
+        path, decoded = os.path.join(root, relative), []
+        reason = check_image(path, decoded.append if fingerprints else None) if check else None
         if reason:
             result.skipped.append((relative, reason))
         else:
             result.images.setdefault(label, []).append(relative)
+            if decoded:
+                result.fingerprints[relative] = fingerprint(path, decoded[0])
     for folder in sorted(os.listdir(root)):
         if not folder.startswith(".") and os.path.isdir(os.path.join(root, folder)) and folder not in result.images:
             result.skipped.append((folder + os.sep, "class folder with no usable images (left out)"))
     return result
 
 
-def split(images: dict[str, list[str]], val_split: float, seed: int) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-    """A seeded split per class, so every class keeps its share in both splits."""
+def check_val_split(val_split: float) -> None:
     if not 0 < val_split < 1:
         raise UserError(f"VAL_SPLIT must be between 0 and 1 (exclusive), not {val_split}; set it in "
                         "pyimagesearch/config.py or with --val-split.")
+
+
+def split(images: dict[str, list[str]], val_split: float, seed: int,
+          groups: Iterable[DuplicateGroup] = ()) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """A seeded split per class, so every class keeps its share in both splits.
+
+    Each of ``groups`` (copies of one photo, possibly in several classes) goes to one side whole:
+    it is dealt with its largest class's images, and a group that would leave its class no
+    training image stays in training. Without groups this is a plain per-class shuffle.
+    """
+    check_val_split(val_split)
     if len(images) < 2:
         found = f"only the class {next(iter(images))!r}" if images else "no class folders with usable images"
         raise UserError(f"The dataset has {found}; a classifier needs at least two classes. Put each class's "
                         "images in its own folder: <DATA_PATH>/<class>/<image>.jpg.")
-    train, val = {}, {}
+    label_of = {path: label for label, paths in images.items() for path in paths}
+    units: dict[str, list[list[str]]] = {label: [] for label in images}  # class -> its units (lists of paths)
+    grouped: set[str] = set()
+    for group in groups:
+        members = sorted(path for path in group.files if path in label_of)
+        home = max(sorted({label_of[path] for path in members}), key=lambda c: sum(label_of[p] == c for p in members))
+        units[home].append(members)
+        grouped.update(members)
+    for path, label in label_of.items():
+        if path not in grouped:
+            units[label].append([path])
+    val_paths: set[str] = set()
     rng = random.Random(seed)
     for label in sorted(images):
-        paths = sorted(images[label])
-        rng.shuffle(paths)
-        val_count = min(len(paths) - 1, max(1, round(len(paths) * val_split)))
-        if val_count < 1:
-            raise UserError(f"Class {label!r} has {len(paths)} usable image(s); it needs at least 2 to appear in "
+        total = len(images[label])
+        if total < 2:
+            raise UserError(f"Class {label!r} has {total} usable image(s); it needs at least 2 to appear in "
                             "both the training and the validation split. Add images to it, or remove its folder.")
-        val[label], train[label] = sorted(paths[:val_count]), sorted(paths[val_count:])
+        target = min(total - 1, max(1, round(total * val_split)))
+        mine = sorted(units[label])
+        rng.shuffle(mine)
+        in_val = sum(label_of[path] == label for path in val_paths)
+        for unit in mine:
+            if in_val >= target:
+                break
+            own = sum(label_of[path] == label for path in unit)
+            if in_val + own <= total - 1:  # at least one image of the class stays in training
+                val_paths.update(unit)
+                in_val += own
+    train: dict[str, list[str]] = {}
+    val: dict[str, list[str]] = {}
+    for label in sorted(images):
+        val[label] = sorted(path for path in images[label] if path in val_paths)
+        train[label] = sorted(path for path in images[label] if path not in val_paths)
+        if not val[label] or not train[label]:
+            raise UserError(f"Class {label!r} cannot appear in both splits: its {len(images[label])} images are copies of "
+                            "one photo (or of photos in other classes), and copies stay on one side. Add different "
+                            "photos to it, or pass --no-find-duplicates to split copies like any other images.")
     return train, val
 
 

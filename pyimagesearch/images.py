@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -120,11 +121,13 @@ class RGBLoader:
         return load_rgb(path, self.draft_size)
 
 
-def check_image(path: str) -> str | None:
+def check_image(path: str, on_decoded: Callable[[Image.Image], object] | None = None) -> str | None:
     """Decode ``path`` and return why it cannot be used, or None when it is fine.
 
     Pillow's decompression-bomb guard stays on, and its warning (over MAX_IMAGE_PIXELS,
     under twice that) counts as a refusal too, since training would decode it again.
+    ``on_decoded`` is given the decoded picture of a usable image (upright RGB, JPEGs drafted to
+    64 px or more a side), so that whoever needs its pixels does not decode it again.
     """
     if not is_regular_file(path):
         return NOT_REGULAR
@@ -137,11 +140,15 @@ def check_image(path: str) -> str | None:
                 if image.format == "JPEG":
                     image.draft("RGB", (64, 64))  # decodes every byte, at an eighth of the cost
                 image.load()
-                to_rgb(upright(image))
+                picture = to_rgb(upright(image))
+                if on_decoded is not None and picture is image:
+                    picture = image.copy()  # closing the file closes an image that was not converted
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         return f"too many pixels (decompression-bomb guard): {error}"
     except Image.UnidentifiedImageError:
         return "not an image Pillow can read"
     except (OSError, SyntaxError, ValueError) as error:
         return f"cannot be decoded ({error})"
+    if on_decoded is not None:
+        on_decoded(picture)
     return None

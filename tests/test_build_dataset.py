@@ -239,3 +239,17 @@ def test_a_symlink_loop_does_not_hang_the_scan(tmp_path):
     assert len(files["train"] | files["val"]) == 12
     manifest = json.loads(open(os.path.join(base, "split.json")).read())
     assert manifest["seed"] == 42
+
+
+@pytest.mark.parametrize("flag, value, expected", [("--val-split", "1.5", "between 0 and 1"),
+                                                   ("--duplicate-distance", "65", "from 0 to 64")])
+def test_bad_settings_are_refused_before_any_image_is_read(tmp_path, capsys, monkeypatch, flag, value, expected):
+    data = make_image_folder(str(tmp_path / "photos"), per_class=2)
+    monkeypatch.setattr(build_dataset, "scan", lambda *a, **k: pytest.fail("scanned before checking the settings"))
+    try:
+        code = run_cli(build_dataset.main, ["--data", data, "--output", str(tmp_path / "dataset"), flag, value])
+    except SystemExit as stopped:  # argparse's own refusal
+        code = stopped.code
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and expected in err and "Traceback" not in err
+    assert not (tmp_path / "dataset").exists()

@@ -8,6 +8,7 @@ import tarfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -32,9 +33,12 @@ def _tgz(members: dict[str, bytes], links: dict[str, tuple[str, str]] | None = N
     return buffer.getvalue()
 
 
-def _jpeg(color) -> bytes:
+def _jpeg(color, seed: int = 0) -> bytes:
+    """A noisy 24 px photo of ``color``: distinct per seed (identical photos would be kept together
+    on one side of the split, as duplicates)."""
+    noise = np.random.default_rng(seed).normal(0, 30, (24, 24, 3))
     buffer = io.BytesIO()
-    Image.new("RGB", (24, 24), color).save(buffer, format="JPEG")
+    Image.fromarray(np.clip(np.array(color) + noise, 0, 255).astype(np.uint8)).save(buffer, format="JPEG")
     return buffer.getvalue()
 
 
@@ -42,7 +46,7 @@ def flowers_tgz() -> bytes:
     members = {"flower_photos/LICENSE.txt": b"CC-BY"}
     for name, color in {"daisy": (250, 250, 250), "roses": (200, 20, 40), "tulips": (220, 60, 90)}.items():
         for i in range(4):
-            members[f"flower_photos/{name}/{i}.jpg"] = _jpeg(color)
+            members[f"flower_photos/{name}/{i}.jpg"] = _jpeg(color, seed=i)
     return _tgz(members)
 
 

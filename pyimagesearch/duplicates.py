@@ -1,0 +1,157 @@
+"""Exact and near-duplicate photos: found with a perceptual hash, grouped, kept on one side of the split.
+
+A copy of a photo in both the training and the validation split is validated against itself, which
+inflates validation accuracy; a photo filed under two classes teaches both labels at once. The
+fingerprint is taken from the pixels ``check_image`` has decoded already, so finding duplicates
+costs no second decode.
+
+Two files are duplicates when their bytes are identical (SHA-256), or when they are *near*
+duplicates: OpenCV contrib's perceptual hash (``cv2.img_hash.PHash``, 64 bits of the image's
+low-frequency structure in grey) differs in at most ``max_distance`` bits **and** their 16 x 16
+colour thumbnails differ by at most ``THUMBNAIL_TOLERANCE`` levels (of 255) on average. The hash
+alone calls every flat image, and photos of one composition, the same; the thumbnail keeps them
+apart. Calibrated on 21 real photos, each saved again as a JPEG of quality 40, at half size (PNG)
+and at a quarter (JPEG): the hash moved by 0-3 bits and the thumbnail by at most 2.5 levels,
+while different photos were 7 or more bits and 6.4 or more levels apart. On 3,670 generated
+flowers (one blob on a noisy green background, much alike by design) 2 of 6.7 million pairs of
+different images passed both tests. A crop, a mirror image or a brightened copy is a different
+picture to this check.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+HASH_SIDE = 32  # what PHash reads (it would resize to this itself, without filtering)
+THUMBNAIL_SIDE = 16
+THUMBNAIL_TOLERANCE = 2.5  # mean absolute difference, in 8-bit levels, of two near duplicates' thumbnails
+_PHASH = cv2.img_hash.PHash_create()
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What duplicate finding keeps of one image: its bytes' digest, perceptual hash and thumbnail."""
+
+    sha256: str
+    phash: int  # 64 bits
+    thumbnail: np.ndarray  # THUMBNAIL_SIDE x THUMBNAIL_SIDE x 3, uint8
+
+
+def file_digest(path: str) -> str:
+    """SHA-256 of a file's bytes, read in blocks (the file was just decoded, so it is in the page cache)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fingerprint(path: str, image: Image.Image) -> Fingerprint:
+    """The fingerprint of the file at ``path``, decoded (upright, RGB, any size) as ``image``.
+
+    Both the hash and the thumbnail start from one 32 x 32 box-filtered copy: PHash's own resize
+    does not filter, so a texture hashed from 256 px and from 64 px would alias differently, and a
+    copy would hash unlike its original only because it was decoded at another size.
+    """
+    small = image.convert("RGB").resize((HASH_SIDE, HASH_SIDE), Image.Resampling.BOX)
+    phash = int.from_bytes(_PHASH.compute(np.ascontiguousarray(np.asarray(small)[:, :, ::-1])).tobytes(), "big")  # BGR
+    thumbnail = np.asarray(small.resize((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.BOX))
+    return Fingerprint(file_digest(path), phash, thumbnail)
+
+
+@dataclass
+class DuplicateGroup:
+    """Files (paths relative to the source folder, class folder first) that show one photo."""
+
+    files: list[str]
+    identical: bool  # every file has the same bytes
+
+    @property
+    def classes(self) -> list[str]:
+        return sorted({path.replace("\\", "/").split("/")[0] for path in self.files})
+
+    @property
+    def conflicting(self) -> bool:
+        """The copies are filed under more than one class: their labels disagree."""
+        return len(self.classes) > 1
+
+    def as_json(self) -> dict:
+        return {"files": self.files, "classes": self.classes, "identical": self.identical}
+
+
+def _near_pairs(prints: list[Fingerprint], max_distance: int, progress: bool) -> Iterable[tuple[int, int]]:
+    """Index pairs whose hashes are within ``max_distance`` bits and whose thumbnails are close.
+
+    Every pair is compared, in blocks of rows of about 32 MB: 8,677 photos are 38 million pairs,
+    well under a second of vectorised XOR and popcount.
+    """
+    hashes = np.array([p.phash for p in prints], dtype=np.uint64)
+    thumbnails = np.stack([p.thumbnail for p in prints]).astype(np.int16) if prints else None
+    block = max(64, (1 << 22) // max(1, len(prints)))
+    starts = range(0, len(prints), block)
+    for start in tqdm(starts, desc="comparing hashes", unit="block", disable=not progress or len(starts) < 8, leave=False):
+        rows = hashes[start:start + block, None]
+        distances = np.bitwise_count(rows ^ hashes[None, start:])
+        for i, j in zip(*np.nonzero(distances <= max_distance)):
+            a, b = start + int(i), start + int(j)
+            if a < b and np.abs(thumbnails[a] - thumbnails[b]).mean() <= THUMBNAIL_TOLERANCE:
+                yield a, b
+
+
+def find_duplicates(prints: dict[str, Fingerprint], max_distance: int, progress: bool = True) -> list[DuplicateGroup]:
+    """Groups of two or more files that are copies of each other, directly or through a chain of
+    copies (a union-find over identical and near pairs); sorted by their first file."""
+    paths = sorted(prints)
+    parent = list(range(len(paths)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def join(a: int, b: int) -> None:
+        parent[max(root(a), root(b))] = min(root(a), root(b))
+
+    first_with_digest: dict[str, int] = {}
+    for index, path in enumerate(paths):
+        join(first_with_digest.setdefault(prints[path].sha256, index), index)
+    if max_distance >= 0:
+        for a, b in _near_pairs([prints[path] for path in paths], max_distance, progress):
+            join(a, b)
+    members: dict[int, list[str]] = {}
+    for index, path in enumerate(paths):
+        members.setdefault(root(index), []).append(path)
+    return [DuplicateGroup(files, identical=len({prints[f].sha256 for f in files}) == 1)
+            for files in members.values() if len(files) > 1]
+
+
+def describe(groups: list[DuplicateGroup], manifest: str, limit: int = 20) -> list[str]:
+    """The build's lines about duplicates: conflicting labels by file (they need the user's
+    decision), then a one-line count of the rest."""
+    if not groups:
+        return []
+    lines = []
+    conflicting = [group for group in groups if group.conflicting]
+    if conflicting:
+        lines.append(f"[WARN] {len(conflicting)} photo(s) are filed under more than one class (conflicting labels); "
+                     "each is kept on one side of the split, but it teaches both labels: keep one copy, in the "
+                     "right class folder")
+        for group in conflicting[:limit]:
+            kind = "identical files" if group.identical else "near duplicates"
+            lines.append(f"  {' = '.join(group.files)}  ({kind})")
+        if len(conflicting) > limit:
+            lines.append(f"  ... and {len(conflicting) - limit} more, listed in {manifest}")
+    copies = sum(len(group.files) for group in groups)
+    identical = sum(group.identical for group in groups)
+    lines.append(f"[INFO] {len(groups)} group(s) of duplicates ({copies} images; {identical} group(s) of identical "
+                 f"files, {len(groups) - identical} with near duplicates): each group is kept on one side of the "
+                 f"split, so no photo is validated against its own copy; listed in {manifest}")
+    return lines
