@@ -7,7 +7,8 @@ Usage:
     python benchmarks/bench_training.py --only ft-tutorial ft-project --repeats 3   # median of 3 rounds
     python benchmarks/bench_training.py --only loader ft-project                   # size the DataLoader workers
     python benchmarks/bench_training.py --only latency --device cpu                # PyTorch vs OpenCV DNN, one image
-    python benchmarks/bench_training.py --only ft-project ft-project+glibc-default  # with/without memory.py (#20)
+    python benchmarks/bench_training.py --only ft-project ft-project+glibc-default+fork-workers  # before/after #20
+    python benchmarks/bench_training.py --only ft-project ft-project+glibc-default ft-project+fork-workers  # one each
 
 "Tutorial style" is the tutorial's own loop: fp32, NCHW, ``model.train()`` on the whole network
 (so BatchNorm runs in training mode), features recomputed every epoch, Pillow's default loader,
@@ -136,15 +137,21 @@ def project_run(mode: str, args, extra: list[str], epochs: int) -> dict:
             "--batch-size", str(args.batch_size), "--num-workers", str(args.num_workers), "--device", args.device,
             "--plot", os.path.join(out, "plot.png"), "--model", os.path.join(out, "model.pth"),
             "--seed", str(args.seed), "--no-report", "--no-progress", *extra]
+    script = train_feature_extraction if mode == "fe" else fine_tune
+    passes: list[dict] = []
+    real = measured_passes(script, passes)
     started = time.perf_counter()
-    (train_feature_extraction if mode == "fe" else fine_tune).main(argv)
+    try:
+        script.main(argv)
+    finally:
+        script.train_one_epoch = real
     total = time.perf_counter() - started
     with open(os.path.join(out, "plot_history.json")) as handle:
         history = json.load(handle)
     shutil.rmtree(out, ignore_errors=True)
     return {"total_seconds": total, "epochs": [{"seconds": r["seconds"], "val_acc": r["val_acc"]} for r in history],
             "train_images": history[0]["train_count"], "val_images": history[0]["val_count"],
-            "val_acc": history[-1]["val_acc"], "peak_mb": peak_memory_mb(args.device)}
+            "val_acc": history[-1]["val_acc"], "peak_mb": peak_memory_mb(args.device), "passes": passes}
 
 
 def decode_cost(args) -> dict:
@@ -305,12 +312,11 @@ def child(args) -> None:
     import torch
 
     torch.set_num_threads(args.threads or torch.get_num_threads())
-    kind = args.child
-    if kind.endswith(GLIBC_DEFAULT):  # the same run with glibc's allocator left as it comes (#20)
-        from pyimagesearch import config
+    from pyimagesearch import config
 
-        config.KEEP_ALLOCATOR_MEMORY = False
-        kind = kind[: -len(GLIBC_DEFAULT)]
+    kind, settings = split_variant(args.child)
+    for name, value in settings.items():  # the same run with a memory setting forced (#20)
+        setattr(config, name, value)
     import torchvision  # noqa: F401  (imported before the usage starts counting, as torch is)
 
     usage_before = process_usage()
@@ -342,31 +348,100 @@ def child(args) -> None:
 
 
 GLIBC_DEFAULT = "+glibc-default"
+# a run kind's suffixes (in any order) force these config settings, and how the table names them
+VARIANTS = {GLIBC_DEFAULT: ("KEEP_ALLOCATOR_MEMORY", False, "glibc's default allocator"),
+            "+keep-memory": ("KEEP_ALLOCATOR_MEMORY", True, "allocator keeps memory"),
+            "+fork-workers": ("WORKER_START_METHOD", "fork", "workers forked from the trainer")}
+
+
+BEFORE_20 = GLIBC_DEFAULT + "+fork-workers"  # the memory settings before issue #20
+
+
+def split_variant(kind: str) -> tuple[str, dict]:
+    """'ft-project+glibc-default+fork-workers' -> ('ft-project', {config name: value, ...})."""
+    settings = {}
+    while "+" in kind:
+        kind, suffix = kind.rsplit("+", 1)
+        if "+" + suffix not in VARIANTS:
+            raise SystemExit(f"unknown variant +{suffix}; known: {', '.join(VARIANTS)}")
+        name, value, _ = VARIANTS["+" + suffix]
+        settings[name] = value
+    return kind, settings
+
+
+def variant_label(kind: str) -> str:
+    return ", ".join(VARIANTS[f"+{suffix}"][2] for suffix in kind.split("+")[1:])
 
 
 def process_usage() -> dict:
-    """CPU, kernel time and minor page faults of this process and its DataLoader workers so far."""
-    import resource
+    """CPU, kernel time and minor page faults so far of this process and of every process it
+    started: DataLoader workers, also those a fork server started (read from /proc while they
+    live; once reaped by this process, from its children's usage)."""
+    own, reaped = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    usage = {"user_s": own.ru_utime + reaped.ru_utime, "system_s": own.ru_stime + reaped.ru_stime,
+             "minor_faults": own.ru_minflt + reaped.ru_minflt}
+    for user, system, faults in _live_descendants():
+        usage["user_s"] += user
+        usage["system_s"] += system
+        usage["minor_faults"] += faults
+    return usage
 
-    own, workers = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return {"user_s": own.ru_utime + workers.ru_utime, "system_s": own.ru_stime + workers.ru_stime,
-            "minor_faults": own.ru_minflt + workers.ru_minflt}
+
+def _live_descendants() -> list[tuple[float, float, int]]:
+    """(user s, system s, minor faults) of each live process below this one (Linux /proc)."""
+    stats, tick = {}, os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+            stats[int(entry)] = (int(fields[1]), int(fields[11]) / tick, int(fields[12]) / tick, int(fields[7]))
+        except (ValueError, OSError, IndexError):
+            continue
+    family, grown = {os.getpid()}, True
+    while grown:
+        below = {pid for pid, stat in stats.items() if stat[0] in family} - family
+        family |= below
+        grown = bool(below)
+    return [stats[pid][1:] for pid in family - {os.getpid()}]
+
+
+def measured_passes(script, passes: list[dict]):
+    """Wrap ``script.train_one_epoch`` so that each training pass's usage (workers included) and
+    image count land in ``passes``: what a run costs per image once set-up is done."""
+    real = script.train_one_epoch
+
+    def train_one_epoch(*args, **kwargs):
+        before = process_usage()
+        result = real(*args, **kwargs)
+        after = process_usage()
+        passes.append({**{key: after[key] - before[key] for key in after}, "images": result["count"]})
+        return result
+
+    script.train_one_epoch = train_one_epoch
+    return real
 
 
 def usage_table(results: dict, args) -> None:
-    """Per training image seen (images x epochs), every run that recorded its usage."""
+    """Per training image seen (images x epochs), every run that recorded its usage: the whole
+    run, then its training passes alone (no set-up, caching, validation or saving), then those
+    passes after the first (the steady state: workers started, memory grown)."""
     rows = [(kind, run) for kind, run in results.items() if isinstance(run, dict) and "usage" in run
             and "train_images" in run]
     if not rows:
         return
-    print(f"{'run':<36} {'CPU s/img':>10} {'system s/img':>13} {'system %':>9} {'minor faults/img':>17}")
+    print(f"{'run':<36} {'part':<18} {'CPU s/img':>10} {'system s/img':>13} {'system %':>9} {'minor faults/img':>17}")
     for kind, run in rows:
         epochs = args.fe_epochs if kind.startswith("fe") else args.epochs
-        images = run["train_images"] * epochs
-        use = run["usage"]
-        cpu = use["user_s"] + use["system_s"]
-        print(f"{kind:<36} {cpu / images:10.3f} {use['system_s'] / images:13.4f} {use['system_s'] / cpu * 100:8.1f}% "
-              f"{use['minor_faults'] / images:17.0f}")
+        parts = [("whole run", run["usage"], run["train_images"] * epochs)]
+        passes = run.get("passes", [])
+        for label, chosen in (("training passes", passes), ("passes after 1st", passes[1:])):
+            if chosen:
+                parts.append((label, {key: sum(p[key] for p in chosen) for key in chosen[0]},
+                              sum(p["images"] for p in chosen)))
+        for label, use, images in parts:
+            cpu = use["user_s"] + use["system_s"]
+            print(f"{kind:<36} {label:<18} {cpu / images:10.3f} {use['system_s'] / images:13.4f} "
+                  f"{use['system_s'] / max(cpu, 1e-9) * 100:8.1f}% {use['minor_faults'] / images:17.0f}")
 
 
 def measure(kind: str, args, argv: list[str]) -> dict:
@@ -443,8 +518,8 @@ def main(argv=None) -> None:
         if args.weights == "none":
             passthrough += ["--weights", calibrated_weights(args, os.path.join(work, "calibrated-resnet50.pth"))]
         kinds = args.only or ["ceiling", "decode", "loader", "latency", "fe-tutorial", "fe-project-uncached",
-                              "fe-project-uncached" + GLIBC_DEFAULT, "fe-project-cached", "fe-project-views",
-                              "ft-tutorial", "ft-project", "ft-project" + GLIBC_DEFAULT]
+                              "fe-project-uncached" + BEFORE_20, "fe-project-cached", "fe-project-views",
+                              "ft-tutorial", "ft-project", "ft-project" + BEFORE_20]
         results = measure_all(kinds, args, passthrough)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -470,13 +545,12 @@ def report(results: dict, args) -> None:
               f"project loader {d['project_draft'] * 1000:.1f} ms")
     rows = []
     groups = (("feature extraction", args.fe_epochs, "fe-tutorial",
-               (("fe-project-uncached", "project, no cache"),
-                ("fe-project-uncached" + GLIBC_DEFAULT, "project, no cache, glibc's default allocator"),
-                ("fe-project-cached", "project cached (1 view)"),
+               (("fe-project-uncached", "project, no cache"), ("fe-project-cached", "project cached (1 view)"),
                 ("fe-project-views", f"project cached ({args.views} views)"))),
-              ("fine-tuning", args.epochs, "ft-tutorial",
-               (("ft-project", "project"), ("ft-project" + GLIBC_DEFAULT, "project, glibc's default allocator"))))
+              ("fine-tuning", args.epochs, "ft-tutorial", (("ft-project", "project"),)))
     for what, epochs, tutorial_kind, project_kinds in groups:
+        project_kinds = [(variant, f"{label}, {variant_label(variant)}" if variant != kind else label)
+                         for kind, label in project_kinds for variant in results if split_variant(variant)[0] == kind]
         tutorial = results.get(tutorial_kind)
         if not tutorial:
             continue

@@ -107,9 +107,16 @@ FOLD_BN = True
 COMPILE = False
 # Linux with glibc: keep freed memory in the process instead of handing each batch's large
 # buffers back to the kernel, which zeroes fresh pages for every batch (pyimagesearch/memory.py).
-# "auto" = in feature extraction and inference (measured faster), not in fine-tuning (measured
-# slower); True = everywhere; False = leave the C allocator as it is. A no-op on macOS, Windows, musl.
+# "auto" = everywhere, except where DataLoader workers are forked from a process whose network
+# trains (WORKER_START_METHOD "fork": the kept pages are then shared with the workers, and each
+# write copies one); True = everywhere; False = leave the C allocator as it is. A no-op on macOS,
+# Windows, musl.
 KEEP_ALLOCATOR_MEMORY = "auto"
+# how DataLoader workers start: "auto" = "forkserver" where the platform has it (Linux), so that
+# a worker is forked from a small server process, not from the training process and its GBs of
+# model, optimizer and kept buffers (whose every page the trainer then writes would be copied);
+# elsewhere the platform's default. Or "fork", "forkserver", "spawn" (Python's multiprocessing).
+WORKER_START_METHOD = "auto"
 
 # how many top classes inference prints per image
 TOP_K = 3

@@ -19,7 +19,7 @@ from . import config
 from .distributed import rank, share_sampler
 from .errors import UserError
 from .images import ImageFileFilter, RGBLoader, train_draft_size
-from .runtime import resolve_workers
+from .runtime import resolve_workers, worker_start_method
 
 
 def train_transforms(image_size: int, mean=config.MEAN, std=config.STD) -> T.Compose:
@@ -120,6 +120,7 @@ def make_loader(ds: Dataset, batch_size: int, shuffle: bool, num_workers: int | 
         persistent_workers=num_workers > 0,
         generator=generator,
         collate_fn=collate_fn,
+        multiprocessing_context=worker_start_method() if num_workers > 0 else None,
     )
 
 

@@ -11,11 +11,12 @@ Set at the start of a script, before the first large allocation; DataLoader work
 the process inherit it. On macOS, Windows and musl it does nothing.
 
 Where it is used was decided by measurement (README, Speed): ``config.KEEP_ALLOCATOR_MEMORY =
-"auto"`` keeps the memory in work that only runs the network forward (feature extraction,
-inference), where it measured 1.2-1.4x faster, and leaves fine-tuning alone, where the forward
-and backward passes' buffers of many sizes made it slower and larger; True keeps it everywhere,
-False nowhere. ``benchmarks/bench_allocator.py`` and the ``+glibc-default`` rows of
-``benchmarks/bench_training.py`` measure it.
+"auto"`` keeps the memory everywhere (feature extraction, fine-tuning, inference) as long as the
+DataLoader workers do not fork from the training process (``config.WORKER_START_METHOD``, which
+starts them from a fork server on Linux): forked workers share the kept pages, and every page a
+backward pass then writes is copied, which measured slower than glibc's fresh pages. True keeps
+it everywhere, False nowhere. ``benchmarks/bench_allocator.py`` and the ``+glibc-default`` /
+``+keep-memory`` rows of ``benchmarks/bench_training.py`` measure it.
 """
 
 from __future__ import annotations
@@ -41,12 +42,13 @@ def glibc():
         return None
 
 
-def keep_allocator_memory(setting: bool | str = True, *, backward: bool = False) -> bool:
+def keep_allocator_memory(setting: bool | str = True, *, backward: bool = False, workers_fork: bool = False) -> bool:
     """Tell glibc not to return large freed blocks to the kernel; True when it is in effect.
-    ``setting`` is config.KEEP_ALLOCATOR_MEMORY; with "auto", only when the process's network
-    runs forward only (``backward`` False)."""
+    ``setting`` is config.KEEP_ALLOCATOR_MEMORY; with "auto", unless the network trains
+    (``backward``) in a process its DataLoader workers are forked from (``workers_fork``): the kept
+    pages would be shared with the workers, and each page the backward pass writes copied."""
     global _applied
-    enabled = (not backward) if setting == "auto" else bool(setting)
+    enabled = not (backward and workers_fork) if setting == "auto" else bool(setting)
     if not enabled:
         return False
     if _applied:

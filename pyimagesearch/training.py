@@ -30,7 +30,15 @@ from .errors import UserError
 from .freezing import fold_frozen_batchnorm
 from .images import NOT_REGULAR
 from .memory import keep_allocator_memory
-from .runtime import Compute, resolve_amp, resolve_device, resolve_workers, seed_everything
+from .runtime import (
+    Compute,
+    resolve_amp,
+    resolve_device,
+    resolve_workers,
+    seed_everything,
+    start_worker_server,
+    worker_start_method,
+)
 from .schedule import SCHEDULES
 from .stand_in import STAND_IN, stand_in_from_folder
 from .weights import load_backbone_weights
@@ -149,12 +157,14 @@ class TrainingSession:
 
     def __init__(self, args: argparse.Namespace, *, trains_body: bool = False) -> None:
         check_outputs(args)
-        # before the first large allocation; "auto" only where the body runs forward only
-        keep_allocator_memory(config.KEEP_ALLOCATOR_MEMORY, backward=trains_body)
         self.args = args
         self.device = resolve_device(args.device)
-        self.compute = Compute(self.device, resolve_amp(args.amp, self.device), args.channels_last)
         self.num_workers = resolve_workers(args.num_workers, self.device)
+        # before the first large allocation; "auto" keeps it unless workers fork from a trainer
+        keep_allocator_memory(config.KEEP_ALLOCATOR_MEMORY, backward=trains_body,
+                              workers_fork=self.num_workers > 0 and worker_start_method() == "fork")
+        start_worker_server(self.num_workers)
+        self.compute = Compute(self.device, resolve_amp(args.amp, self.device), args.channels_last)
         self.loader_options = {"num_workers": self.num_workers, "device": str(self.device), "seed": args.seed}
         self.started = time.perf_counter()
         self.checkpointer: Checkpointer | None = None

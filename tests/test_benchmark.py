@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
+import subprocess
 import sys
+import time
 
 import pytest
 from torchvision.models import ResNet50_Weights
@@ -61,3 +64,39 @@ def test_loader_sizing_names_the_workers_that_keep_training_fed(capsys):
     # 2,000 images in 0.8 s = 2,500 images/s; 400 per worker: 7 workers
     assert "2500.0 images/s here: 7 worker(s)" in capsys.readouterr().out
     assert results["workers_needed"]["ft-project"] == 7
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+def test_usage_counts_the_workers_of_a_child_process_while_they_live(tmp_path):
+    """A fork server's DataLoader workers are this process's grandchildren, never reaped by it:
+    their CPU time must still count."""
+    ready = tmp_path / "ready"
+    grandchild = (f"sum(i * i for i in range(5_000_000)); open({str(ready)!r}, 'w').close(); "
+                  "import time; time.sleep(600)")
+    middle = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {grandchild!r}])"
+    before = bench_training.process_usage()
+    child = subprocess.Popen([sys.executable, "-c", middle], start_new_session=True)
+    try:
+        for _ in range(6000):  # until the grandchild has done its work (a safety net, not a deadline)
+            if ready.exists():
+                break
+            time.sleep(0.05)
+        after = bench_training.process_usage()
+    finally:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+    assert ready.exists()
+    assert after["user_s"] + after["system_s"] - before["user_s"] - before["system_s"] > 0.15  # 5 M squares
+    assert after["minor_faults"] > before["minor_faults"]
+
+
+def test_usage_table_shows_the_training_passes_apart_from_the_whole_run(capsys):
+    use = {"user_s": 90.0, "system_s": 10.0, "minor_faults": 5000}
+    passes = [{"user_s": 30.0, "system_s": 6.0, "minor_faults": 3000, "images": 10},
+              {"user_s": 19.0, "system_s": 1.0, "minor_faults": 100, "images": 10}]
+    bench_training.usage_table({"ft-project": {"usage": use, "train_images": 10, "passes": passes}},
+                               argparse.Namespace(fe_epochs=1, epochs=2))
+    lines = {line.split()[1] + " " + line.split()[2]: line.split()[3:] for line in capsys.readouterr().out.splitlines()[1:]}
+    assert lines["whole run"] == ["5.000", "0.5000", "10.0%", "250"]  # 100 s, 20 images
+    assert lines["training passes"] == ["2.800", "0.3500", "12.5%", "155"]
+    assert lines["passes after"] == ["1st", "2.000", "0.1000", "5.0%", "10"]

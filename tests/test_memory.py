@@ -60,13 +60,15 @@ def test_it_does_nothing_when_switched_off_or_without_glibc(monkeypatch):
     assert memory.glibc() is None and memory.keep_allocator_memory(True) is False
 
 
-@pytest.mark.parametrize("setting,backward,expected", [("auto", False, True), ("auto", True, False),
-                                                       (True, True, True), (False, False, False)])
-def test_auto_keeps_memory_where_the_network_runs_forward_only(monkeypatch, setting, backward, expected):
+@pytest.mark.parametrize("setting,backward,workers_fork,expected", [
+    ("auto", False, False, True), ("auto", True, False, True), ("auto", False, True, True),
+    ("auto", True, True, False),  # a trainer whose workers fork: kept pages would be copied on write
+    (True, True, True, True), (False, False, False, False)])
+def test_auto_keeps_memory_unless_workers_fork_from_a_trainer(monkeypatch, setting, backward, workers_fork, expected):
     monkeypatch.setattr(memory, "_applied", False)
     looked_up = []
     monkeypatch.setattr(memory, "glibc", lambda: looked_up.append(1))  # None: as if not glibc
-    memory.keep_allocator_memory(setting, backward=backward)
+    memory.keep_allocator_memory(setting, backward=backward, workers_fork=workers_fork)
     assert bool(looked_up) == expected
 
 
@@ -81,8 +83,8 @@ def test_each_script_passes_the_config_switch_and_what_its_network_does(tmp_path
     class Seen(Exception):
         pass
 
-    def record(setting, backward):
-        calls.append((setting, backward))
+    def record(setting, backward, workers_fork):
+        calls.append((setting, backward, workers_fork))
         raise Seen  # what the script asked for is all this test needs: no training
 
     monkeypatch.setattr(training, "keep_allocator_memory", record)
@@ -90,4 +92,9 @@ def test_each_script_passes_the_config_switch_and_what_its_network_does(tmp_path
     for script, name in ((train_feature_extraction, "warmup"), (fine_tune, "finetune")):
         with pytest.raises(Seen):
             script.main(train_args(tmp_path, splits, name, "--epochs", "1", "--no-report"))
-    assert calls == [("auto", False), ("auto", True)]
+    # workers forked from the trainer, or started by a fork server, or none at all
+    for method in ("fork", "forkserver"):
+        monkeypatch.setattr(config, "WORKER_START_METHOD", method)
+        with pytest.raises(Seen):
+            fine_tune.main(train_args(tmp_path, splits, "finetune", "--epochs", "1", "--no-report", "--num-workers", "1"))
+    assert calls == [("auto", False, False), ("auto", True, False), ("auto", True, True), ("auto", True, False)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 
 import pytest
 import torch
@@ -146,3 +147,37 @@ def test_num_workers_flag_and_config_override_auto(monkeypatch):
     assert make_loader(TensorDataset(torch.zeros(4)), 2, False, device="cuda").num_workers == 2
     monkeypatch.setattr(config, "NUM_WORKERS", "auto")
     assert make_loader(TensorDataset(torch.zeros(4)), 2, False, device="cuda").num_workers == 15
+
+
+def test_worker_start_method_follows_the_config_and_refuses_what_the_platform_lacks(monkeypatch):
+    from pyimagesearch import config
+
+    monkeypatch.setattr(runtime.sys, "platform", "linux")
+    assert runtime.worker_start_method("auto") == "forkserver"
+    monkeypatch.setattr(runtime.sys, "platform", "darwin")
+    assert runtime.worker_start_method("auto") is None  # the platform's own default (spawn)
+    assert runtime.worker_start_method("spawn") == "spawn"
+    monkeypatch.setattr(config, "WORKER_START_METHOD", "threads")
+    with pytest.raises(UserError, match="WORKER_START_METHOD 'threads' is not available"):
+        runtime.worker_start_method()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork and forkserver: POSIX")
+def test_workers_from_a_fork_server_deal_the_same_augmented_batches_as_forked_ones(tmp_path, monkeypatch):
+    """Each worker seeds its augmentation from the loader's generator, however it started: a run
+    (and --resume) sees the same crops whether its workers fork from it or from the fork server."""
+    from conftest import make_image_folder
+    from pyimagesearch import config
+    from pyimagesearch.create_dataloaders import get_dataloader, train_transforms
+
+    root = make_image_folder(str(tmp_path / "photos"), per_class=4)
+    batches = {}
+    for method in ("fork", "forkserver"):
+        monkeypatch.setattr(config, "WORKER_START_METHOD", method)
+        _, loader = get_dataloader(root, train_transforms(32), 4, shuffle=True, num_workers=2, device="cpu", seed=3)
+        assert loader.multiprocessing_context.get_start_method() == method
+        batches[method] = [(x.clone(), y.clone()) for x, y in loader]
+        del loader
+    assert len(batches["fork"]) == 3
+    for (x_fork, y_fork), (x_server, y_server) in zip(batches["fork"], batches["forkserver"]):
+        assert torch.equal(y_fork, y_server) and torch.equal(x_fork, x_server)
