@@ -112,10 +112,11 @@ COMPILE = False
 # write copies one); True = everywhere; False = leave the C allocator as it is. A no-op on macOS,
 # Windows, musl.
 KEEP_ALLOCATOR_MEMORY = "auto"
-# how DataLoader workers start: "auto" = "forkserver" where the platform has it (Linux), so that
-# a worker is forked from a small server process, not from the training process and its GBs of
-# model, optimizer and kept buffers (whose every page the trainer then writes would be copied);
-# elsewhere the platform's default. Or "fork", "forkserver", "spawn" (Python's multiprocessing).
+# how training's DataLoader workers start: "auto" = in fine-tuning on Linux, "forkserver": a
+# worker is forked from a small server process, not from the trainer and its GBs of model,
+# gradients, optimizer state and kept buffers (every page of which the trainer then writes
+# would be copied); elsewhere the platform's default ("fork" on Linux). Or "fork", "forkserver",
+# "spawn" (Python's multiprocessing) for both training scripts.
 WORKER_START_METHOD = "auto"
 
 # how many top classes inference prints per image

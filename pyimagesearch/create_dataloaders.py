@@ -19,7 +19,7 @@ from . import config
 from .distributed import rank, share_sampler
 from .errors import UserError
 from .images import ImageFileFilter, RGBLoader, train_draft_size
-from .runtime import resolve_workers, worker_start_method
+from .runtime import resolve_workers
 
 
 def train_transforms(image_size: int, mean=config.MEAN, std=config.STD) -> T.Compose:
@@ -100,8 +100,11 @@ def decode_size(transforms) -> int | None:
 
 def make_loader(ds: Dataset, batch_size: int, shuffle: bool, num_workers: int | str | None = None,
                 device: str = config.DEVICE, seed: int = config.SEED, *, equal_shares: bool = False,
-                split_across_processes: bool = True, collate_fn=None) -> DataLoader:
+                split_across_processes: bool = True, collate_fn=None, start_method: str | None = None) -> DataLoader:
     """The one DataLoader factory: workers sized from the device, a generator seeded for --resume.
+
+    ``start_method`` is how the workers start (runtime.worker_start_method; None: the platform's
+    default): the training scripts start theirs from a fork server, and inference forks them.
 
     Under torchrun each process gets its own share (see distributed.share_sampler);
     ``equal_shares`` pads an unshuffled share to the length of the others (a pass whose output
@@ -120,13 +123,13 @@ def make_loader(ds: Dataset, batch_size: int, shuffle: bool, num_workers: int | 
         persistent_workers=num_workers > 0,
         generator=generator,
         collate_fn=collate_fn,
-        multiprocessing_context=worker_start_method() if num_workers > 0 else None,
+        multiprocessing_context=start_method if num_workers > 0 else None,
     )
 
 
 def get_dataloader(rootDir: str, transforms, batchSize: int, shuffle: bool = True, *,
                    num_workers: int | str | None = None, device: str = config.DEVICE, seed: int = config.SEED,
-                   equal_shares: bool = False) -> tuple[datasets.ImageFolder, DataLoader]:
+                   equal_shares: bool = False, start_method: str | None = None) -> tuple[datasets.ImageFolder, DataLoader]:
     """The tutorial's helper: an ImageFolder over ``rootDir`` and a DataLoader over it.
 
     Unlike the tutorial, ``num_workers`` is not ``os.cpu_count()`` everywhere (dozens of
@@ -135,7 +138,8 @@ def get_dataloader(rootDir: str, transforms, batchSize: int, shuffle: bool = Tru
     as ``transforms`` needs (decode_size).
     """
     ds = image_folder(rootDir, transforms, draft_size=decode_size(transforms))
-    loader = make_loader(ds, batchSize, shuffle, num_workers, device, seed, equal_shares=equal_shares)
+    loader = make_loader(ds, batchSize, shuffle, num_workers, device, seed, equal_shares=equal_shares,
+                         start_method=start_method)
     return ds, loader
 
 

@@ -160,12 +160,15 @@ class TrainingSession:
         self.args = args
         self.device = resolve_device(args.device)
         self.num_workers = resolve_workers(args.num_workers, self.device)
+        # fine-tuning's workers start from a fork server (Linux): they do not share this process's pages
+        self.start_method = worker_start_method(body_trains=trains_body)
         # before the first large allocation; "auto" keeps it unless workers fork from a trainer
         keep_allocator_memory(config.KEEP_ALLOCATOR_MEMORY, backward=trains_body,
-                              workers_fork=self.num_workers > 0 and worker_start_method() == "fork")
-        start_worker_server(self.num_workers)
+                              workers_fork=self.num_workers > 0 and self.start_method == "fork")
+        start_worker_server(self.num_workers, self.start_method)
         self.compute = Compute(self.device, resolve_amp(args.amp, self.device), args.channels_last)
-        self.loader_options = {"num_workers": self.num_workers, "device": str(self.device), "seed": args.seed}
+        self.loader_options = {"num_workers": self.num_workers, "device": str(self.device), "seed": args.seed,
+                               "start_method": self.start_method}
         self.started = time.perf_counter()
         self.checkpointer: Checkpointer | None = None
 
@@ -225,7 +228,8 @@ class TrainingSession:
         model = self.compute.prepare(model)
         if args.weights.lower() == "none":
             seen = stand_in_from_folder(model, args.train, args.image_size, self.compute, seed=args.seed,
-                                        batch_size=args.batch_size, num_workers=self.num_workers)
+                                        batch_size=args.batch_size, num_workers=self.num_workers,
+                                        start_method=self.start_method)
             self.log(f"[INFO] --weights none stand-in ready: residual blocks start as the identity, BatchNorm "
                      f"statistics calibrated on {seen} training images")
         if args.fold_bn:

@@ -153,9 +153,11 @@ def test_worker_start_method_follows_the_config_and_refuses_what_the_platform_la
     from pyimagesearch import config
 
     monkeypatch.setattr(runtime.sys, "platform", "linux")
-    assert runtime.worker_start_method("auto") == "forkserver"
+    assert runtime.worker_start_method("auto", body_trains=True) == "forkserver"
+    assert runtime.worker_start_method("auto", body_trains=False) is None  # forward only: fork
+    assert runtime.worker_start_method("fork", body_trains=True) == "fork"
     monkeypatch.setattr(runtime.sys, "platform", "darwin")
-    assert runtime.worker_start_method("auto") is None  # the platform's own default (spawn)
+    assert runtime.worker_start_method("auto", body_trains=True) is None  # the platform's own default (spawn)
     assert runtime.worker_start_method("spawn") == "spawn"
     monkeypatch.setattr(config, "WORKER_START_METHOD", "threads")
     with pytest.raises(UserError, match="WORKER_START_METHOD 'threads' is not available"):
@@ -167,14 +169,13 @@ def test_workers_from_a_fork_server_deal_the_same_augmented_batches_as_forked_on
     """Each worker seeds its augmentation from the loader's generator, however it started: a run
     (and --resume) sees the same crops whether its workers fork from it or from the fork server."""
     from conftest import make_image_folder
-    from pyimagesearch import config
     from pyimagesearch.create_dataloaders import get_dataloader, train_transforms
 
     root = make_image_folder(str(tmp_path / "photos"), per_class=4)
     batches = {}
     for method in ("fork", "forkserver"):
-        monkeypatch.setattr(config, "WORKER_START_METHOD", method)
-        _, loader = get_dataloader(root, train_transforms(32), 4, shuffle=True, num_workers=2, device="cpu", seed=3)
+        _, loader = get_dataloader(root, train_transforms(32), 4, shuffle=True, num_workers=2, device="cpu", seed=3,
+                                   start_method=method)
         assert loader.multiprocessing_context.get_start_method() == method
         batches[method] = [(x.clone(), y.clone()) for x, y in loader]
         del loader
