@@ -146,7 +146,8 @@ def describe(groups: list[DuplicateGroup], manifest: str, limit: int = 20) -> li
                      "right class folder")
         for group in conflicting[:limit]:
             kind = "identical files" if group.identical else "near duplicates"
-            lines.append(f"  {' = '.join(group.files)}  ({kind})")
+            more = f" = ... ({len(group.files) - 6} more)" if len(group.files) > 6 else ""
+            lines.append(f"  {' = '.join(group.files[:6])}{more}  ({kind})")
         if len(conflicting) > limit:
             lines.append(f"  ... and {len(conflicting) - limit} more, listed in {manifest}")
     copies = sum(len(group.files) for group in groups)
