@@ -54,13 +54,14 @@ def file_digest(path: str) -> str:
 
 
 def fingerprint(path: str, image: Image.Image) -> Fingerprint:
-    """The fingerprint of the file at ``path``, decoded (upright, RGB, any size) as ``image``.
+    """The fingerprint of the file at ``path``, decoded (upright, RGB, any size) as ``image``
+    (check_image's picture: already RGB, so it is not converted, which would copy it).
 
     Both the hash and the thumbnail start from one 32 x 32 box-filtered copy: PHash's own resize
     does not filter, so a texture hashed from 256 px and from 64 px would alias differently, and a
     copy would hash unlike its original only because it was decoded at another size.
     """
-    small = image.convert("RGB").resize((HASH_SIDE, HASH_SIDE), Image.Resampling.BOX)
+    small = image.resize((HASH_SIDE, HASH_SIDE), Image.Resampling.BOX)
     phash = int.from_bytes(_PHASH.compute(np.ascontiguousarray(np.asarray(small)[:, :, ::-1])).tobytes(), "big")  # BGR
     thumbnail = np.asarray(small.resize((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.BOX))
     return Fingerprint(file_digest(path), phash, thumbnail)
@@ -118,14 +119,14 @@ def find_duplicates(prints: dict[str, Fingerprint], max_distance: int, progress:
         return i
 
     def join(a: int, b: int) -> None:
-        parent[max(root(a), root(b))] = min(root(a), root(b))
+        first, second = sorted((root(a), root(b)))
+        parent[second] = first
 
     first_with_digest: dict[str, int] = {}
     for index, path in enumerate(paths):
         join(first_with_digest.setdefault(prints[path].sha256, index), index)
-    if max_distance >= 0:
-        for a, b in _near_pairs([prints[path] for path in paths], max_distance, progress):
-            join(a, b)
+    for a, b in _near_pairs([prints[path] for path in paths], max_distance, progress):
+        join(a, b)
     members: dict[int, list[str]] = {}
     for index, path in enumerate(paths):
         members.setdefault(root(index), []).append(path)
