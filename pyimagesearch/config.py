@@ -118,6 +118,10 @@ KEEP_ALLOCATOR_MEMORY = "auto"
 # would be copied); elsewhere the platform's default ("fork" on Linux). Or "fork", "forkserver",
 # "spawn" (Python's multiprocessing) for both training scripts.
 WORKER_START_METHOD = "auto"
+# forwards without autograd (the frozen body, evaluation, inference) run a batch this many images
+# at a time: the same results, but a piece's activations, not a batch's, are alive at once, so
+# the kept memory above stays small. "auto" = 16 on the CPU, whole batches on a GPU; 0 = whole.
+FORWARD_CHUNK = "auto"
 
 # how many top classes inference prints per image
 TOP_K = 3

@@ -83,8 +83,8 @@ def _features(feature_fn: FeatureFn | None, x: torch.Tensor, compute: Compute) -
     the head's backward pass may keep."""
     if feature_fn is None:
         return x
-    with torch.inference_mode(), compute.autocast():
-        features = feature_fn(x)
+    with torch.inference_mode():
+        features = compute.infer(feature_fn, x)
     return features.float().clone()
 
 
@@ -147,8 +147,7 @@ def evaluate(model: nn.Module, loader: Iterable, loss_fn: nn.Module, compute: Co
     tally = _Tally(compute.device)
     for x, y in _batches(loader, desc, progress):
         x, y = compute.to_device(x), y.to(compute.device, non_blocking=True)
-        with compute.autocast():
-            logits = model(x)
+        logits = compute.infer(model, x)
         tally.add(loss_fn(logits.float(), y), logits, y)
     return tally.summary(compute)
 
@@ -156,8 +155,7 @@ def evaluate(model: nn.Module, loader: Iterable, loss_fn: nn.Module, compute: Co
 @torch.inference_mode()
 def probabilities(model: nn.Module, x: torch.Tensor, compute: Compute) -> torch.Tensor:
     """Softmax probabilities of one batch, float32 on the CPU."""
-    with compute.autocast():
-        logits = model(compute.to_device(x))
+    logits = compute.infer(model, compute.to_device(x))
     return logits.float().softmax(1).cpu()
 
 
@@ -182,8 +180,7 @@ def extract_features(body: nn.Module, loader: Iterable, compute: Compute, *, pro
     body.eval()
     features, labels = [], []
     for x, y in _batches(loader, desc, progress):
-        with compute.autocast():
-            features.append(body(compute.to_device(x)).float().cpu())
+        features.append(compute.infer(body, compute.to_device(x)).float().cpu())
         labels.append(y.cpu())
     if not features:  # under torchrun, a process whose share of a small set is empty
         return torch.empty(0, 0), torch.empty(0, dtype=torch.long)

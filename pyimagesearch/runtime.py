@@ -149,6 +149,16 @@ class Compute:
     device: torch.device
     amp_dtype: torch.dtype | None = None
     channels_last: bool = False
+    forward_chunk: int = 0  # images per piece of a forward pass without autograd; 0: whole batches
+
+    def infer(self, fn, x: torch.Tensor) -> torch.Tensor:
+        """``fn(x)`` under autocast, at most ``forward_chunk`` images at a time. Only for
+        forwards in which images do not interact (eval mode, a frozen body): the result is the
+        same, and the transient activations are a chunk's, not a batch's (config.FORWARD_CHUNK)."""
+        with self.autocast():
+            if not self.forward_chunk or len(x) <= self.forward_chunk:
+                return fn(x)
+            return torch.cat([fn(part) for part in x.split(self.forward_chunk)])
 
     def autocast(self):
         if self.amp_dtype is None:

@@ -135,3 +135,59 @@ def test_an_empty_share_of_a_small_validation_set_is_not_an_error():
     metrics = evaluate(nn.Linear(48, 3), DataLoader(TensorDataset(features, labels), batch_size=4),
                        nn.CrossEntropyLoss(), CPU, progress=False)
     assert metrics["count"] == 0
+
+
+def _frozen_body(seen: list[int]) -> nn.Module:
+    """A small conv body in eval mode, with BatchNorm statistics that are not the identity; it
+    records the size of every batch it runs."""
+    torch.manual_seed(0)
+    body = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    body[1].running_mean.uniform_(-1, 1)
+    body[1].running_var.uniform_(0.5, 2)
+    body.register_forward_pre_hook(lambda module, inputs: seen.append(len(inputs[0])))
+    return body.eval().requires_grad_(False)
+
+
+def test_forwards_without_autograd_run_in_chunks_with_the_same_results():
+    generator = torch.Generator().manual_seed(1)
+    data = TensorDataset(torch.randn(10, 3, 8, 8, generator=generator), torch.randint(0, 3, (10,), generator=generator))
+    loader = DataLoader(data, batch_size=8)
+    whole, chunked = Compute(torch.device("cpu")), Compute(torch.device("cpu"), forward_chunk=3)
+    seen: list[int] = []
+    body = _frozen_body(seen)
+    model = nn.Sequential(body, nn.Linear(4, 3)).eval()
+
+    features_whole, labels = extract_features(body, loader, whole, progress=False)
+    assert seen == [8, 2]
+    seen.clear()
+    features_chunked, labels_chunked = extract_features(body, loader, chunked, progress=False)
+    assert seen == [3, 3, 2, 2]  # a batch of 8 in pieces of at most 3, then the ragged batch
+    assert torch.allclose(features_whole, features_chunked, atol=1e-6) and torch.equal(labels, labels_chunked)
+
+    metrics_whole = evaluate(model, loader, nn.CrossEntropyLoss(), whole, progress=False)
+    seen.clear()
+    metrics_chunked = evaluate(model, loader, nn.CrossEntropyLoss(), chunked, progress=False)
+    assert seen == [3, 3, 2, 2]
+    assert metrics_whole["count"] == metrics_chunked["count"] == 10
+    assert abs(metrics_whole["loss"] - metrics_chunked["loss"]) < 1e-6
+    assert metrics_whole["accuracy"] == metrics_chunked["accuracy"]
+
+
+def test_the_frozen_body_runs_in_chunks_and_the_head_trains_on_whole_batches():
+    generator = torch.Generator().manual_seed(2)
+    data = TensorDataset(torch.randn(10, 3, 8, 8, generator=generator), torch.randint(0, 3, (10,), generator=generator))
+    seen: list[int] = []
+    body = _frozen_body(seen)
+    heads = []
+    for compute in (Compute(torch.device("cpu")), Compute(torch.device("cpu"), forward_chunk=3)):
+        torch.manual_seed(0)
+        head = nn.Linear(4, 3)
+        head_batches: list[int] = []
+        head.register_forward_pre_hook(lambda module, inputs, batches=head_batches: batches.append(len(inputs[0])))
+        train_one_epoch(head, DataLoader(data, batch_size=8), nn.CrossEntropyLoss(),
+                        torch.optim.SGD(head.parameters(), lr=0.5), compute, feature_fn=body, progress=False)
+        assert head_batches == [8, 2]  # one optimizer step per loader batch, chunked or not
+        heads.append(head)
+    assert seen == [8, 2, 3, 3, 2, 2]
+    for whole, chunked in zip(heads[0].parameters(), heads[1].parameters()):
+        assert torch.allclose(whole, chunked, atol=1e-6)

@@ -98,3 +98,43 @@ def test_each_script_passes_the_config_switch_and_what_its_network_does(tmp_path
         with pytest.raises(Seen):
             fine_tune.main(train_args(tmp_path, splits, "finetune", "--epochs", "1", "--no-report", "--num-workers", "1"))
     assert calls == [("auto", False, False), ("auto", True, False), ("auto", True, True), ("auto", True, False)]
+
+
+@pytest.mark.parametrize("setting,device_type,expected", [
+    ("auto", "cpu", memory.CPU_FORWARD_CHUNK), ("auto", "cuda", 0), ("auto", "mps", 0), (0, "cpu", 0), (7, "cuda", 7)])
+def test_forward_chunk_auto_splits_batches_on_the_cpu_only(setting, device_type, expected):
+    assert memory.forward_chunk(setting, device_type) == expected
+
+
+@pytest.mark.parametrize("setting", [-1, "16", True, 2.5, None])
+def test_a_bad_forward_chunk_names_the_setting_and_the_file(setting):
+    from pyimagesearch.errors import UserError
+
+    with pytest.raises(UserError, match=r"FORWARD_CHUNK .*pyimagesearch/config\.py"):
+        memory.forward_chunk(setting, "cpu")
+
+
+def test_training_and_inference_run_with_the_configured_forward_chunk(tmp_path, trained, monkeypatch):
+    import inference
+    import train_feature_extraction
+    from conftest import train_args
+    from pyimagesearch import config
+    from pyimagesearch.runtime import Compute
+
+    base, model_path = trained
+    monkeypatch.setattr(config, "FORWARD_CHUNK", 2)
+    chunks = []
+    real_infer = Compute.infer
+
+    def infer(compute, fn, x):
+        chunks.append(compute.forward_chunk)
+        return real_infer(compute, fn, x)
+
+    monkeypatch.setattr(Compute, "infer", infer)  # the class every script builds its Compute from
+    train_feature_extraction.main(train_args(tmp_path, base, "warmup", "--epochs", "1", "--no-report",
+                                             "--no-feature-cache", "--num-workers", "0"))
+    assert chunks and set(chunks) == {2}
+    chunks.clear()
+    inference.main(["--model", model_path, "--evaluate", f"{base}/val", "--output", str(tmp_path / "out"),
+                    "--num-workers", "0", "--no-progress"])
+    assert chunks and set(chunks) == {2}
