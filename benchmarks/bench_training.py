@@ -9,6 +9,8 @@ Usage:
     python benchmarks/bench_training.py --only latency --device cpu                # PyTorch vs OpenCV DNN, one image
     python benchmarks/bench_training.py --only ft-project ft-project+glibc-default+fork-workers  # before/after #20
     python benchmarks/bench_training.py --only ft-project ft-project+glibc-default ft-project+fork-workers  # one each
+    python benchmarks/bench_training.py --only fe-project-uncached fe-project-uncached+whole-batches \
+        --per-class 120 --batch-size 256 --fe-epochs 2               # the script's batch, in pieces or whole
 
 "Tutorial style" is the tutorial's own loop: fp32, NCHW, ``model.train()`` on the whole network
 (so BatchNorm runs in training mode), features recomputed every epoch, Pillow's default loader,
@@ -351,10 +353,11 @@ GLIBC_DEFAULT = "+glibc-default"
 # a run kind's suffixes (in any order) force these config settings, and how the table names them
 VARIANTS = {GLIBC_DEFAULT: ("KEEP_ALLOCATOR_MEMORY", False, "glibc's default allocator"),
             "+keep-memory": ("KEEP_ALLOCATOR_MEMORY", True, "allocator keeps memory"),
-            "+fork-workers": ("WORKER_START_METHOD", "fork", "workers forked from the trainer")}
+            "+fork-workers": ("WORKER_START_METHOD", "fork", "workers forked from the trainer"),
+            "+whole-batches": ("FORWARD_CHUNK", 0, "forwards in whole batches")}
 
 
-BEFORE_20 = GLIBC_DEFAULT + "+fork-workers"  # the memory settings before issue #20
+BEFORE_20 = GLIBC_DEFAULT + "+fork-workers+whole-batches"  # the memory settings before issue #20
 
 
 def split_variant(kind: str) -> tuple[str, dict]:
@@ -388,13 +391,16 @@ def process_usage() -> dict:
 
 
 def _live_descendants() -> list[tuple[float, float, int]]:
-    """(user s, system s, minor faults) of each live process below this one (Linux /proc)."""
+    """(user s, system s, minor faults) of each live process below this one (Linux /proc), with
+    those of the children it has reaped itself: a fork server's workers that already exited."""
     stats, tick = {}, os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
     for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
         try:
             with open(f"/proc/{entry}/stat") as handle:
                 fields = handle.read().rsplit(")", 1)[1].split()
-            stats[int(entry)] = (int(fields[1]), int(fields[11]) / tick, int(fields[12]) / tick, int(fields[7]))
+            # after the name: 1 ppid, 7 minflt, 8 cminflt, 11 utime, 12 stime, 13 cutime, 14 cstime
+            stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[13])) / tick,
+                                 (int(fields[12]) + int(fields[14])) / tick, int(fields[7]) + int(fields[8]))
         except (ValueError, OSError, IndexError):
             continue
     family, grown = {os.getpid()}, True

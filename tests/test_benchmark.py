@@ -67,13 +67,19 @@ def test_loader_sizing_names_the_workers_that_keep_training_fed(capsys):
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
-def test_usage_counts_the_workers_of_a_child_process_while_they_live(tmp_path):
+@pytest.mark.parametrize("grandchild_exits", [False, True])
+def test_usage_counts_the_workers_of_a_child_process(tmp_path, grandchild_exits):
     """A fork server's DataLoader workers are this process's grandchildren, never reaped by it:
-    their CPU time must still count."""
+    their CPU time must count while they live, and after they exited and the server reaped them."""
     ready = tmp_path / "ready"
-    grandchild = (f"sum(i * i for i in range(5_000_000)); open({str(ready)!r}, 'w').close(); "
-                  "import time; time.sleep(600)")
-    middle = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {grandchild!r}])"
+    work = "sum(i * i for i in range(5_000_000))"
+    if grandchild_exits:
+        grandchild = work
+        middle = (f"import subprocess, sys, time; subprocess.run([sys.executable, '-c', {grandchild!r}]); "
+                  f"open({str(ready)!r}, 'w').close(); time.sleep(600)")
+    else:
+        grandchild = f"{work}; open({str(ready)!r}, 'w').close(); import time; time.sleep(600)"
+        middle = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {grandchild!r}])"
     before = bench_training.process_usage()
     child = subprocess.Popen([sys.executable, "-c", middle], start_new_session=True)
     try:
