@@ -79,10 +79,10 @@ class _Tally:
 
 
 def _features(feature_fn: FeatureFn | None, x: torch.Tensor, compute: Compute) -> torch.Tensor:
-    """Run the frozen body without autograd; ``clone()`` turns the inference tensor into one
-    the head's backward pass may keep."""
+    """The batch on the device, through the frozen body (if any) without autograd; ``clone()``
+    turns the inference tensor into one the head's backward pass may keep."""
     if feature_fn is None:
-        return x
+        return compute.to_device(x)
     with torch.inference_mode():
         features = compute.infer(feature_fn, x)
     return features.float().clone()
@@ -109,8 +109,7 @@ def train_one_epoch(model: nn.Module, loader: Iterable, loss_fn: nn.Module, opti
     pending = 0
     where = f"epoch {epoch}, " if epoch is not None else ""
     for index, (x, y) in enumerate(bar):
-        x, y = compute.to_device(x), y.to(compute.device, non_blocking=True)
-        x = _features(feature_fn, x, compute)
+        x, y = _features(feature_fn, x, compute), y.to(compute.device, non_blocking=True)
         steps_now = pending + 1 == grad_accum_steps or (total is not None and index + 1 == total)
         # intermediate micro-steps keep their gradients local: one all-reduce per optimizer step
         with ddp.no_sync() if ddp is not None and not steps_now else contextlib.nullcontext():
@@ -146,8 +145,7 @@ def evaluate(model: nn.Module, loader: Iterable, loss_fn: nn.Module, compute: Co
     model.eval()
     tally = _Tally(compute.device)
     for x, y in _batches(loader, desc, progress):
-        x, y = compute.to_device(x), y.to(compute.device, non_blocking=True)
-        logits = compute.infer(model, x)
+        logits, y = compute.infer(model, x), y.to(compute.device, non_blocking=True)
         tally.add(loss_fn(logits.float(), y), logits, y)
     return tally.summary(compute)
 
@@ -155,7 +153,7 @@ def evaluate(model: nn.Module, loader: Iterable, loss_fn: nn.Module, compute: Co
 @torch.inference_mode()
 def probabilities(model: nn.Module, x: torch.Tensor, compute: Compute) -> torch.Tensor:
     """Softmax probabilities of one batch, float32 on the CPU."""
-    logits = compute.infer(model, compute.to_device(x))
+    logits = compute.infer(model, x)
     return logits.float().softmax(1).cpu()
 
 
@@ -180,7 +178,7 @@ def extract_features(body: nn.Module, loader: Iterable, compute: Compute, *, pro
     body.eval()
     features, labels = [], []
     for x, y in _batches(loader, desc, progress):
-        features.append(compute.infer(body, compute.to_device(x)).float().cpu())
+        features.append(compute.infer(body, x).float().cpu())
         labels.append(y.cpu())
     if not features:  # under torchrun, a process whose share of a small set is empty
         return torch.empty(0, 0), torch.empty(0, dtype=torch.long)

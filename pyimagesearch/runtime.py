@@ -152,13 +152,14 @@ class Compute:
     forward_chunk: int = 0  # images per piece of a forward pass without autograd; 0: whole batches
 
     def infer(self, fn, x: torch.Tensor) -> torch.Tensor:
-        """``fn(x)`` under autocast, at most ``forward_chunk`` images at a time. Only for
-        forwards in which images do not interact (eval mode, a frozen body): the result is the
-        same, and the transient activations are a chunk's, not a batch's (config.FORWARD_CHUNK)."""
+        """``fn`` over the batch ``x`` under autocast, at most ``forward_chunk`` images at a
+        time, each piece moved to the device (and memory format) on its way. Only for forwards in
+        which images do not interact (eval mode, a frozen body): the result is the same, and the
+        transient activations and input copies are a piece's, not a batch's (config.FORWARD_CHUNK)."""
         with self.autocast():
             if not self.forward_chunk or len(x) <= self.forward_chunk:
-                return fn(x)
-            return torch.cat([fn(part) for part in x.split(self.forward_chunk)])
+                return fn(self.to_device(x))
+            return torch.cat([fn(self.to_device(part)) for part in x.split(self.forward_chunk)])
 
     def autocast(self):
         if self.amp_dtype is None:
