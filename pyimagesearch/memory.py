@@ -71,8 +71,8 @@ def forward_chunk(setting: int | str, device_type: str) -> int:
     memory, glibc's heap grows to about twice a forward's transient peak (its freed blocks do not
     fit the next sizes); measured on feature extraction at the default batch of 256, peak memory
     went from 2.2 GB to 3.6-4.5 GB kept whole, and to 1.2-1.4 GB in pieces of 16 (pieces of 32:
-    about 200 MB more, and about 2 % faster). On a GPU ("auto": 0) big batches are what keeps it busy, and
-    PyTorch's caching allocator reuses its blocks.
+    about 200 MB more, and about 2 % faster). On a GPU ("auto": 0) big batches are what keeps it
+    busy, and PyTorch's caching allocator reuses its blocks.
     """
     if setting == "auto":
         return CPU_FORWARD_CHUNK if device_type == "cpu" else 0

@@ -21,14 +21,13 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from . import checkpoint, config, deploy, engine, fileio, plots, report
+from . import checkpoint, deploy, engine, fileio, plots, report
 from .annotate import annotated_names, check_targets, has_display, is_annotate_folder
 from .create_dataloaders import eval_image_folder, eval_loader, eval_transforms, make_loader
 from .errors import UserError
 from .freezing import fold_frozen_batchnorm
 from .images import NOT_REGULAR, is_image_file, is_regular_file
-from .memory import forward_chunk
-from .runtime import Compute, resolve_amp, resolve_device, resolve_workers
+from .runtime import Compute, resolve_device, resolve_workers
 
 
 @dataclass
@@ -63,8 +62,7 @@ def load_predictor(args: argparse.Namespace) -> Predictor:
         print("[INFO] running the exported model with OpenCV's DNN module on the CPU")
         return Predictor(model, meta, Compute(cpu), resolve_workers(args.num_workers, cpu), stem)
     device = resolve_device(args.device)
-    compute = Compute(device, resolve_amp(args.amp, device), args.channels_last,
-                      forward_chunk(config.FORWARD_CHUNK, device.type))
+    compute = Compute.from_settings(device, args.amp, args.channels_last)
     model, meta = checkpoint.load(args.model)
     model.requires_grad_(False)
     if args.fold_bn:

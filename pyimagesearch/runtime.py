@@ -19,6 +19,7 @@ from torch import nn
 from . import config
 from .distributed import launched_by_torchrun
 from .errors import UserError
+from .memory import forward_chunk
 
 
 def cpu_has_native_bf16() -> bool:
@@ -150,6 +151,11 @@ class Compute:
     amp_dtype: torch.dtype | None = None
     channels_last: bool = False
     forward_chunk: int = 0  # images per piece of a forward pass without autograd; 0: whole batches
+
+    @classmethod
+    def from_settings(cls, device: torch.device, amp: str, channels_last: bool) -> Compute:
+        """What a script computes with: its --amp and --channels-last, and config.FORWARD_CHUNK."""
+        return cls(device, resolve_amp(amp, device), channels_last, forward_chunk(config.FORWARD_CHUNK, device.type))
 
     def infer(self, fn, x: torch.Tensor) -> torch.Tensor:
         """``fn`` over the batch ``x`` under autocast, at most ``forward_chunk`` images at a

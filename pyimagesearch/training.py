@@ -29,10 +29,9 @@ from .distributed import init_distributed, is_distributed, is_main_process, rank
 from .errors import UserError
 from .freezing import fold_frozen_batchnorm
 from .images import NOT_REGULAR
-from .memory import forward_chunk, keep_allocator_memory
+from .memory import keep_allocator_memory
 from .runtime import (
     Compute,
-    resolve_amp,
     resolve_device,
     resolve_workers,
     seed_everything,
@@ -166,8 +165,7 @@ class TrainingSession:
         keep_allocator_memory(config.KEEP_ALLOCATOR_MEMORY, backward=trains_body,
                               workers_fork=self.num_workers > 0 and self.start_method == "fork")
         start_worker_server(self.num_workers, self.start_method)
-        self.compute = Compute(self.device, resolve_amp(args.amp, self.device), args.channels_last,
-                               forward_chunk(config.FORWARD_CHUNK, self.device.type))
+        self.compute = Compute.from_settings(self.device, args.amp, args.channels_last)
         self.loader_options = {"num_workers": self.num_workers, "device": str(self.device), "seed": args.seed,
                                "start_method": self.start_method}
         self.started = time.perf_counter()
