@@ -20,8 +20,9 @@ import os
 from collections.abc import Sequence
 
 from pyimagesearch import config
-from pyimagesearch.cli import int_between
-from pyimagesearch.dataset import (
+from pyimagesearch.utils import settings
+from pyimagesearch.utils.cli import int_between
+from pyimagesearch.utils.dataset import (
     MANIFEST,
     check_target,
     check_val_split,
@@ -31,9 +32,9 @@ from pyimagesearch.dataset import (
     split,
     write_splits,
 )
-from pyimagesearch.download import FLOWER_CLASSES, fetch_dataset
-from pyimagesearch.duplicates import describe, find_duplicates
-from pyimagesearch.errors import UserError, run_cli
+from pyimagesearch.utils.download import FLOWER_CLASSES, DownloadLimits, fetch_dataset
+from pyimagesearch.utils.duplicates import describe, find_duplicates
+from pyimagesearch.utils.errors import UserError, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,8 +78,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "(or point --data / DATA_PATH in pyimagesearch/config.py at your own class folders)."
             )
         default = args.url == config.DATASET_URL
-        fetch_dataset(args.url, args.data, args.cache_dir,
-                      expected_size=config.DATASET_ARCHIVE_SIZE if default else None,
+        limits = DownloadLimits(settings.DOWNLOAD_MIN_SPEED, settings.DOWNLOAD_SPEED_WINDOW, settings.DOWNLOAD_DEADLINE,
+                                settings.EXTRACT_MAX_BYTES, settings.EXTRACT_MAX_MEMBERS)
+        fetch_dataset(args.url, args.data, args.cache_dir, limits,
+                      expected_size=settings.DATASET_ARCHIVE_SIZE if default else None,
                       expected_classes=FLOWER_CLASSES if default else None, progress=args.progress)
 
     print("[INFO] loading image paths...")

@@ -23,15 +23,16 @@ import torch
 from torch import nn
 
 from pyimagesearch import config, plots
-from pyimagesearch.cli import non_negative_int
+from pyimagesearch.arguments import training_parser
 from pyimagesearch.create_dataloaders import eval_transforms, get_dataloader, train_transforms
-from pyimagesearch.distributed import is_main_process, set_epoch
 from pyimagesearch.engine import check_finite, evaluate, train_one_epoch
-from pyimagesearch.errors import run_cli
-from pyimagesearch.freezing import freeze_batchnorm, set_body_trainable
+from pyimagesearch.freezing import fold_frozen_batchnorm, freeze_batchnorm, set_body_trainable
 from pyimagesearch.model import build_model, trainable_parameters
 from pyimagesearch.schedule import EarlyStopping, LearningRate
-from pyimagesearch.training import TrainingSession, class_weights, epoch_record, training_parser
+from pyimagesearch.training import TrainingSession, class_weights, epoch_record
+from pyimagesearch.utils.cli import non_negative_int
+from pyimagesearch.utils.distributed import is_main_process, set_epoch
+from pyimagesearch.utils.errors import run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,14 +54,19 @@ def main(argv: Sequence[str] | None = None) -> None:
                                                 shuffle=True, **session.loader_options)
         val_ds, val_loader = get_dataloader(args.val, eval_transforms(args.image_size), args.batch_size,
                                             shuffle=False, **session.loader_options)
-        checkpointer = session.checkpointer_for(train_ds, val_ds, head="mlp")
+        session.check_and_describe_data(train_ds, val_ds)
+        checkpointer = session.checkpointer_for(train_ds, head="mlp")  # checks a --resume state now
 
         # ResNet50 whose body trains too, except its BatchNorm layers (parameters and running
         # statistics), under the tutorial's head: Linear 512 -> ReLU -> Dropout .25 -> Linear 256
         # -> ReLU -> Dropout .5 -> Linear N
         model = build_model(len(train_ds.classes), head="mlp", weights=session.backbone_weights())
         freeze_batchnorm(model)
-        model = session.prepare(model)
+        model = compute.prepare(model)  # device and memory format
+        session.calibrate_stand_in(model)  # --weights none only
+        if args.fold_bn:  # frozen BatchNorm folded into the convolutions: the same math, less work
+            fold_frozen_batchnorm(model)
+        session.reseed_per_process()
 
         # loss, optimizer, and the opt-in learning-rate schedule and early stopping
         loss_fn = nn.CrossEntropyLoss(weight=class_weights(train_ds, args.balanced, compute.device))  # --balanced
@@ -68,10 +74,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         scaler = compute.scaler()
         schedule = LearningRate(args.lr_scheduler, args.lr, args.epochs, args.warmup_epochs)
         stopping = EarlyStopping(args.patience)
-        checkpointer.track(model, model, optimizer, schedule, stopping, [train_loader.generator, val_loader.generator],
-                           scaler)
+        checkpointer.track(model=model, trained=model, optimizer=optimizer, schedule=schedule, stopping=stopping,
+                           generators=[train_loader.generator, val_loader.generator], scaler=scaler)
         history = checkpointer.restore()  # [] unless --resume
-        trainer = session.parallel(model, find_unused=args.freeze_epochs > 0)
+        trainer = session.ddp_and_compile(model, find_unused=args.freeze_epochs > 0)
 
         start = len(history)
         for epoch in session.epochs(start):
@@ -109,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             checkpointer.save_final(history, args.plot)
             plots.plot_history(history, args.plot)
             session.log(f"[INFO] saved {checkpointer.describe(history)}, {args.plot}")
-        session.report(model, val_ds)
+        session.leave_group_and_report(model, val_ds)
 
 
 if __name__ == "__main__":

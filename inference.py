@@ -21,15 +21,18 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from pyimagesearch import annotate, cli, config, deploy, fileio, paths, predict, video
-from pyimagesearch.errors import UserError, run_cli
-from pyimagesearch.memory import keep_allocator_memory
-from pyimagesearch.runtime import seed_everything
+from pyimagesearch import config
+from pyimagesearch.arguments import runtime_parser
+from pyimagesearch.inference import annotate, deploy, predict, video
+from pyimagesearch.utils import cli, fileio, settings
+from pyimagesearch.utils.errors import UserError, run_cli
+from pyimagesearch.utils.memory import keep_allocator_memory
+from pyimagesearch.utils.runtime import seed_everything
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     parents=[cli.runtime_parser()])
+                                     parents=[runtime_parser()])
     parser.add_argument("-m", "--model", required=True,
                         help="a trained checkpoint (.pth), or a model exported with --export (.onnx)")
     parser.add_argument("--images", nargs="+", metavar="PATH", help="image files and/or folders to classify")
@@ -62,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise UserError("--video and --camera: choose one source of frames.")
     if args.export:
         meta = deploy.export_onnx(args.model, args.export)
-        print(f"[INFO] wrote {args.export} and {paths.onnx_metadata_path(args.export)} "
+        print(f"[INFO] wrote {args.export} and {deploy.metadata_path(args.export)} "
               f"({len(meta['class_names'])} classes, {meta['image_size']} px)")
         return
     fileio.check_writable_folder(args.output, "--output")
@@ -70,8 +73,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         fileio.check_writable_folder(args.annotate, "--annotate")
     if args.seed is not None:
         seed_everything(args.seed)
-    keep_allocator_memory(config.KEEP_ALLOCATOR_MEMORY)  # before the first large allocation
-    predictor = predict.load_predictor(args)
+    keep_allocator_memory(settings.KEEP_ALLOCATOR_MEMORY)  # before the first large allocation
+    predictor = predict.load_predictor(args, settings.FORWARD_CHUNK)
     if args.images:
         rows = predict.classify_files(predictor, args.images, args.output, top_k=args.top_k,
                                       batch_size=args.eval_batch_size, model_path=args.model, annotate=args.annotate)

@@ -20,17 +20,19 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from pyimagesearch import config, features, plots
-from pyimagesearch.cli import positive_int
+from pyimagesearch import config, plots
+from pyimagesearch.arguments import training_parser
 from pyimagesearch.create_dataloaders import eval_transforms, feature_loader, get_dataloader, train_transforms
-from pyimagesearch.distributed import is_main_process, set_epoch
 from pyimagesearch.engine import check_finite, evaluate, extract_features, predict, train_one_epoch
-from pyimagesearch.errors import run_cli
-from pyimagesearch.freezing import freeze_body
+from pyimagesearch.freezing import fold_frozen_batchnorm, freeze_body
 from pyimagesearch.model import Body, build_model
-from pyimagesearch.paths import feature_cache_folder
 from pyimagesearch.schedule import EarlyStopping, LearningRate
-from pyimagesearch.training import TrainingSession, class_weights, epoch_record, training_parser
+from pyimagesearch.training import TrainingSession, class_weights, epoch_record
+from pyimagesearch.utils import feature_cache
+from pyimagesearch.utils.cli import positive_int
+from pyimagesearch.utils.distributed import is_main_process, set_epoch
+from pyimagesearch.utils.errors import run_cli
+from pyimagesearch.utils.feature_cache import Features
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,44 +50,54 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def body_features(args: argparse.Namespace, session: TrainingSession, body: Body, train_ds, val_ds, train_loader,
+                  val_loader) -> tuple[Features, list[Features]]:
+    """The validation features and, with --feature-cache, every cached view of the training images
+    (from feature_cache/ when an earlier run left them); without it, no training view: the
+    tutorial's way, a fresh augmentation of every training image in every epoch."""
+    def extract(loader, desc):
+        return extract_features(body, loader, session.compute, progress=args.progress, desc=desc)
+
+    if not args.feature_cache:
+        return extract(val_loader, "features (val)"), []
+    cache = feature_cache.cache_for(feature_cache.cache_folder(args.feature_cache_dir, args.model), weights=args.weights,
+                                    train_ds=train_ds, val_ds=val_ds, image_size=args.image_size,
+                                    views=args.cache_views, seed=args.seed, compute=session.compute,
+                                    fold_bn=args.fold_bn, width=body.width)
+    return feature_cache.body_features(extract, train_loader, val_loader, args.cache_views, cache, log=session.log)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     with TrainingSession(args) as session:  # outputs checked; device, precision, seeds; torchrun
         compute, size, batch_size = session.compute, args.image_size, args.batch_size
 
-        # the training and validation sets, through the tutorial's dataloader helper; with the
-        # feature cache, the training images are read in order, once per cached view (un-augmented
-        # when there is one view, as validation images are)
+        # the training and validation images, through the tutorial's dataloader helper; with the feature
+        # cache, training images are read in order, un-augmented when there is one cached view
         augment = not args.feature_cache or args.cache_views > 1
         train_ds, train_loader = get_dataloader(args.train, train_transforms(size) if augment else eval_transforms(size),
                                                 batch_size, shuffle=not args.feature_cache,
                                                 equal_shares=args.feature_cache, **session.loader_options)
-        val_ds, val_images = get_dataloader(args.val, eval_transforms(size), batch_size, shuffle=False,
-                                            **session.loader_options)
-        checkpointer = session.checkpointer_for(train_ds, val_ds, head="linear")
+        val_ds, val_loader = get_dataloader(args.val, eval_transforms(size), batch_size, shuffle=False, **session.loader_options)
+        session.check_and_describe_data(train_ds, val_ds)
+        checkpointer = session.checkpointer_for(train_ds, head="linear")  # checks a --resume state now
 
         # ResNet50 with ImageNet weights; only the new Linear(2048, classes) head learns, and the
         # frozen body stays in eval mode so its BatchNorm statistics keep their ImageNet values
         model = build_model(len(train_ds.classes), head="linear", weights=session.backbone_weights())
         freeze_body(model)
-        model = session.prepare(model)
+        model = compute.prepare(model)  # device and memory format
+        session.calibrate_stand_in(model)  # --weights none only
+        if args.fold_bn:  # frozen BatchNorm folded into the convolutions: the same math, less work
+            fold_frozen_batchnorm(model)
+        session.reseed_per_process()
         body, head = Body(model), model.fc
 
         # the frozen body's output does not change while the head trains: compute it once (per cached
-        # view) or find it on disk from an earlier run with the same weights, images and size; the
-        # validation images are never augmented, so theirs are computed once in both modes
-        if args.feature_cache:
-            cache = features.cache_for(feature_cache_folder(args.feature_cache_dir, args.model), weights=args.weights,
-                                       train_ds=train_ds, val_ds=val_ds, image_size=size, views=args.cache_views,
-                                       seed=args.seed, compute=compute, fold_bn=args.fold_bn, width=head.in_features)
-            val_features, view_features = features.body_features(body, train_loader, val_images, args.cache_views, compute,
-                                                                 cache, progress=args.progress, log=session.log)
-            view_loaders = [feature_loader(*view, batch_size, shuffle=True, seed=args.seed) for view in view_features]
-        else:  # the tutorial's way: a fresh augmentation of every training image in every epoch
-            val_features = extract_features(body, val_images, compute, progress=args.progress, desc="features (val)")
-            view_loaders = []
-        val_loader = feature_loader(*val_features, batch_size, shuffle=False, seed=args.seed)
-        generators = [val_loader.generator] + [v.generator for v in view_loaders or [train_loader]]
+        # view) or find it on disk from an earlier run with the same weights, images and size
+        val_features, view_features = body_features(args, session, body, train_ds, val_ds, train_loader, val_loader)
+        view_loaders = [feature_loader(*view, batch_size, shuffle=True, seed=args.seed) for view in view_features]
+        val_feature_loader = feature_loader(*val_features, batch_size, shuffle=False, seed=args.seed)
 
         # loss, optimizer, and the opt-in learning-rate schedule and early stopping
         loss_fn = nn.CrossEntropyLoss(weight=class_weights(train_ds, args.balanced, compute.device))  # --balanced
@@ -93,9 +105,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         scaler = compute.scaler()
         schedule = LearningRate(args.lr_scheduler, args.lr, args.epochs, args.warmup_epochs)
         stopping = EarlyStopping(args.patience)
-        checkpointer.track(model, head, optimizer, schedule, stopping, generators, scaler)
+        generators = [val_feature_loader.generator] + [v.generator for v in view_loaders or [train_loader]]
+        checkpointer.track(model=model, trained=head, optimizer=optimizer, schedule=schedule, stopping=stopping,
+                           generators=generators, scaler=scaler)
         history = checkpointer.restore()  # [] unless --resume
-        trainer = session.parallel(head)
+        trainer = session.ddp_and_compile(head)
 
         start = len(history)
         for epoch in session.epochs(start):
@@ -104,11 +118,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             epoch_loader = view_loaders[epoch % len(view_loaders)] if view_loaders else train_loader
             set_epoch(epoch_loader, epoch)
 
-            # a training pass, then a validation pass (both over the head alone when features are cached)
+            # a training pass, then a validation pass (over the head alone when features are cached)
             train = train_one_epoch(trainer, epoch_loader, loss_fn, optimizer, compute, scaler=scaler,
                                     grad_accum_steps=args.grad_accum_steps, feature_fn=None if view_loaders else body,
                                     progress=args.progress, epoch=epoch + 1)
-            val = evaluate(head, val_loader, loss_fn, compute, progress=args.progress)
+            val = evaluate(head, val_feature_loader, loss_fn, compute, progress=args.progress)
             check_finite(train, val, epoch + 1)
 
             # bookkeeping: the best model and the resumable state are saved before the epoch is logged
@@ -125,14 +139,14 @@ def main(argv: Sequence[str] | None = None) -> None:
                             "for the last epochs (--patience)")
                 break
 
-        # save the final model, plot the training history, and report on the validation set (from the
-        # validation features: the body does not run over the images again)
+        # save the final model, plot the history, and report on the validation set (from its features)
         if is_main_process():
             session.log_total_time(history)
             checkpointer.save_final(history, args.plot)
             plots.plot_history(history, args.plot)
             session.log(f"[INFO] saved {checkpointer.describe(history)}, {args.plot}")
-        session.report(model, val_ds, val_predictions=lambda: predict(head, val_loader, compute, progress=False))
+        session.leave_group_and_report(model, val_ds,
+                                       val_predictions=lambda: predict(head, val_feature_loader, compute, progress=False))
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ def work(args) -> dict:
     """The measured process: ResNet50 batches at --image-size, forward (or forward + backward)."""
     sys.path.insert(0, ROOT)
     if args.mallopt:
-        from pyimagesearch.memory import keep_allocator_memory
+        from pyimagesearch.utils.memory import keep_allocator_memory
 
         assert keep_allocator_memory(), "mallopt had no effect here"
     import torch

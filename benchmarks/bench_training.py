@@ -7,7 +7,7 @@ Usage:
     python benchmarks/bench_training.py --only ft-tutorial ft-project --repeats 3   # median of 3 rounds
     python benchmarks/bench_training.py --only loader ft-project                   # size the DataLoader workers
     python benchmarks/bench_training.py --only latency --device cpu                # PyTorch vs OpenCV DNN, one image
-    python benchmarks/bench_training.py --only ft-project ft-project+glibc-default+fork-workers  # before/after #20
+    python benchmarks/bench_training.py --only ft-project ft-project+glibc-default+fork-workers  # kept memory, fork server
     python benchmarks/bench_training.py --only ft-project ft-project+glibc-default ft-project+fork-workers  # one each
     python benchmarks/bench_training.py --only fe-project-uncached fe-project-uncached+whole-batches \
         --per-class 120 --batch-size 256 --fe-epochs 2               # the script's batch, in pieces or whole
@@ -70,7 +70,7 @@ def tutorial_run(mode: str, args) -> dict:
     from torchvision.models import resnet50
 
     from pyimagesearch import config
-    from pyimagesearch.weights import load_backbone_weights
+    from pyimagesearch.utils.weights import load_backbone_weights
 
     torch.manual_seed(args.seed)
     started = time.perf_counter()
@@ -161,7 +161,7 @@ def decode_cost(args) -> dict:
     from torchvision import datasets
 
     from pyimagesearch.create_dataloaders import train_transforms
-    from pyimagesearch.images import RGBLoader
+    from pyimagesearch.utils.images import RGBLoader
 
     folder = os.path.join(args.dataset, "train")
     result = {}
@@ -184,7 +184,7 @@ def arithmetic_ceiling(args, gemm_size: int = 4096) -> dict:
 
     from pyimagesearch.freezing import fold_frozen_batchnorm, freeze_batchnorm, freeze_body
     from pyimagesearch.model import Body, build_model
-    from pyimagesearch.runtime import resolve_amp, resolve_device
+    from pyimagesearch.utils.runtime import resolve_amp, resolve_device
 
     device = resolve_device(args.device)
     # The forward pass is counted on the meta device (shapes only, no arithmetic). The backward
@@ -230,7 +230,7 @@ def calibrated_weights(args, path: str, images: int = 64) -> str:
     from torchvision.models import resnet50
 
     from pyimagesearch.create_dataloaders import eval_transforms
-    from pyimagesearch.stand_in import calibrate_batchnorm
+    from pyimagesearch.utils.stand_in import calibrate_batchnorm
 
     torch.manual_seed(args.seed)
     model = resnet50()
@@ -271,10 +271,11 @@ def single_image_latency(args, runs: int = 20) -> dict:
 
     import torch
 
-    from pyimagesearch import checkpoint, deploy, engine
+    from pyimagesearch import checkpoint, engine
     from pyimagesearch.freezing import fold_frozen_batchnorm
+    from pyimagesearch.inference import deploy
     from pyimagesearch.model import build_model
-    from pyimagesearch.runtime import Compute, resolve_amp
+    from pyimagesearch.utils.runtime import Compute, resolve_amp
 
     work = tempfile.mkdtemp()
     try:
@@ -314,11 +315,11 @@ def child(args) -> None:
     import torch
 
     torch.set_num_threads(args.threads or torch.get_num_threads())
-    from pyimagesearch import config
+    from pyimagesearch.utils import settings
 
-    kind, settings = split_variant(args.child)
-    for name, value in settings.items():  # the same run with a memory setting forced (#20)
-        setattr(config, name, value)
+    kind, forced = split_variant(args.child)
+    for name, value in forced.items():  # the same run with an engine setting forced
+        setattr(settings, name, value)
     import torchvision  # noqa: F401  (imported before the usage starts counting, as torch is)
 
     usage_before = process_usage()
@@ -350,18 +351,18 @@ def child(args) -> None:
 
 
 GLIBC_DEFAULT = "+glibc-default"
-# a run kind's suffixes (in any order) force these config settings, and how the table names them
+# a run kind's suffixes (in any order) force these engine settings (pyimagesearch/utils/settings.py), and how the table names them
 VARIANTS = {GLIBC_DEFAULT: ("KEEP_ALLOCATOR_MEMORY", False, "glibc's default allocator"),
             "+keep-memory": ("KEEP_ALLOCATOR_MEMORY", True, "allocator keeps memory"),
             "+fork-workers": ("WORKER_START_METHOD", "fork", "workers forked from the trainer"),
             "+whole-batches": ("FORWARD_CHUNK", 0, "forwards in whole batches")}
 
 
-BEFORE_20 = GLIBC_DEFAULT + "+fork-workers+whole-batches"  # the memory settings before issue #20
+PLAIN_RUNTIME = GLIBC_DEFAULT + "+fork-workers+whole-batches"  # glibc as it comes, forked workers, whole batches
 
 
 def split_variant(kind: str) -> tuple[str, dict]:
-    """'ft-project+glibc-default+fork-workers' -> ('ft-project', {config name: value, ...})."""
+    """'ft-project+glibc-default+fork-workers' -> ('ft-project', {setting name: value, ...})."""
     settings = {}
     while "+" in kind:
         kind, suffix = kind.rsplit("+", 1)
@@ -524,8 +525,8 @@ def main(argv=None) -> None:
         if args.weights == "none":
             passthrough += ["--weights", calibrated_weights(args, os.path.join(work, "calibrated-resnet50.pth"))]
         kinds = args.only or ["ceiling", "decode", "loader", "latency", "fe-tutorial", "fe-project-uncached",
-                              "fe-project-uncached" + BEFORE_20, "fe-project-cached", "fe-project-views",
-                              "ft-tutorial", "ft-project", "ft-project" + BEFORE_20]
+                              "fe-project-uncached" + PLAIN_RUNTIME, "fe-project-cached", "fe-project-views",
+                              "ft-tutorial", "ft-project", "ft-project" + PLAIN_RUNTIME]
         results = measure_all(kinds, args, passthrough)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -9,10 +9,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .distributed import unwrap
-from .errors import UserError, first_line
-from .fileio import atomic_write, read_torch
 from .model import ARCH, HEADS, build_head, build_model
+from .utils.distributed import unwrap
+from .utils.errors import UserError, first_line
+from .utils.fileio import atomic_write, payload_bytes, read_torch
 
 META_KEYS = ("arch", "head", "class_names", "image_size", "mean", "std")
 REQUIRED_KEYS = ("model", *META_KEYS)
@@ -35,17 +35,6 @@ def save(path: str, model: nn.Module, meta: dict[str, Any], only: list[str] | No
                                "run again with a lower learning rate (--lr).")
     payload = {"model": state, "arch": ARCH, **meta}
     atomic_write(path, lambda temp: torch.save(payload, temp), needed=payload_bytes(payload))
-
-
-def payload_bytes(value: Any) -> int:
-    """About what torch.save writes for ``value``: its tensors' bytes (metadata is small)."""
-    if isinstance(value, torch.Tensor):
-        return value.numel() * value.element_size()
-    if isinstance(value, dict):
-        return sum(payload_bytes(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return sum(payload_bytes(v) for v in value)
-    return 0
 
 
 def is_checkpoint(path: str) -> bool:

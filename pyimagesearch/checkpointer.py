@@ -1,8 +1,9 @@
-"""The files a training run keeps beside --model: the final model, the best one so far, and the
-state that --resume continues from.
+"""The files a training run keeps beside --model, and their names: the final model, the best one
+so far, the state that --resume continues from, the history beside --plot and the report.
 
-One object owns all three, and the one list of settings a resumed run must share with the run
-it continues (``RESUME_SETTINGS``): what is saved is what is checked.
+One object owns the checkpoints, and the one list of settings a resumed run must share with the
+run it continues (``RESUME_SETTINGS``): what is saved is what is checked. Reading and checking a
+saved state, and every random generator's state, are in ``utils/resume_state.py``.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import checkpoint, config, fileio, resume
-from .distributed import gather_objects, is_distributed, is_main_process, rank, unwrap, world_size
-from .errors import UserError, first_line
-from .paths import best_model_path, history_path, resume_path
-from .weights import weights_identity
+from . import checkpoint, config
+from .reports.report import REPORT_SUFFIXES
+from .utils import fileio
+from .utils import resume_state as resume
+from .utils.distributed import gather_objects, is_distributed, is_main_process, rank, unwrap, world_size
+from .utils.errors import UserError, first_line
+from .utils.weights import weights_identity
 
 # what a continuation must share with the run it continues
 RESUME_SETTINGS = ("head", "class_names", "image_size", "weights", "world_size", "feature_cache", "cache_views", "seed",
@@ -28,15 +31,55 @@ HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "l
                    "trainable_params", "seconds", "resumed", "stopped_early")
 
 
-def check_output_paths(args: argparse.Namespace) -> None:
-    """--model and the files beside it may be written, and replace no file this project did not
-    write: checked before any image is read, so a mistake costs seconds, not epochs."""
-    fileio.check_writable_file(args.model, "--model")
-    for path in (args.model, best_model_path(args.model), resume_path(args.model)):
+def _beside(path: str, suffix: str, default_ext: str = ".pth") -> str:
+    stem, ext = os.path.splitext(path)
+    return f"{stem}{suffix}{ext or default_ext}"
+
+
+def best_model_path(model_path: str) -> str:
+    """output/finetune_model.pth -> output/finetune_model_best.pth"""
+    return _beside(model_path, "_best")
+
+
+def resume_path(model_path: str) -> str:
+    """output/finetune_model.pth -> output/finetune_model_resume.pth"""
+    return _beside(model_path, "_resume")
+
+
+def history_path(plot_path: str, extension: str = ".json") -> str:
+    """output/finetune.png -> output/finetune_history.json (or .csv)"""
+    return f"{os.path.splitext(plot_path)[0]}_history{extension}"
+
+
+def report_prefix(model_path: str) -> str:
+    """output/finetune_model.pth -> output/finetune_model (report files are named after the model)."""
+    return os.path.splitext(model_path)[0]
+
+
+def check_outputs(model_path: str, plot_path: str) -> None:
+    """--model, --plot and every file named after them may be written, none replaces a file this
+    project did not write, and no two are the same file: checked before any image is read, so a
+    mistake costs seconds, not epochs."""
+    fileio.check_writable_file(plot_path, "--plot")
+    fileio.check_regular_or_absent(plot_path, "--plot")
+    fileio.check_writable_file(model_path, "--model")
+    for path in (model_path, best_model_path(model_path), resume_path(model_path)):
         fileio.check_regular_or_absent(path, "--model")
         if os.path.exists(path) and not checkpoint.is_checkpoint(path):
             raise UserError(f"--model: '{path}' exists and is not a checkpoint this project wrote; it would be "
                             "overwritten. Move it away or pass another --model path.")
+    outputs = {"--model": model_path, "the best model": best_model_path(model_path),
+               "the resumable state": resume_path(model_path), "--plot": plot_path,
+               "the history": history_path(plot_path), "the history CSV": history_path(plot_path, ".csv")}
+    prefix = report_prefix(model_path)
+    outputs.update({f"the report's {suffix}": f"{prefix}{suffix}" for suffix in REPORT_SUFFIXES})
+    seen: dict[str, str] = {}
+    for what, path in outputs.items():
+        real = os.path.realpath(path)
+        if real in seen:
+            raise UserError(f"{seen[real]} and {what} would both be written to '{path}'. Give --model and --plot "
+                            "different names (for example output/finetune_model.pth and output/finetune.png).")
+        seen[real] = what
 
 
 def resume_settings(args: argparse.Namespace, head: str, class_names: list[str]) -> dict[str, Any]:
@@ -85,7 +128,7 @@ class Checkpointer:
             "config": {k: v for k, v in vars(self.args).items() if isinstance(v, (str, int, float, bool, type(None)))},
         }
 
-    def track(self, model: nn.Module, trained: nn.Module, optimizer: torch.optim.Optimizer, schedule, stopping,
+    def track(self, *, model: nn.Module, trained: nn.Module, optimizer: torch.optim.Optimizer, schedule, stopping,
               generators: list[torch.Generator], scaler: torch.amp.GradScaler | None = None) -> None:
         """What the resumable state holds: the trained layers of ``model`` (``trained`` is the model
         or its head; the rest comes from --weights again), the optimizer, gradient scaler, learning

@@ -16,10 +16,10 @@ from torchvision import datasets
 from torchvision import transforms as T
 
 from . import config
-from .distributed import rank, share_sampler
-from .errors import UserError
-from .images import ImageFileFilter, RGBLoader, train_draft_size
-from .runtime import resolve_workers
+from .utils.distributed import rank, share_sampler
+from .utils.errors import UserError
+from .utils.images import ImageFileFilter, RGBLoader, train_draft_size
+from .utils.runtime import resolve_workers
 
 
 def train_transforms(image_size: int, mean=config.MEAN, std=config.STD) -> T.Compose:

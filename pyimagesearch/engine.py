@@ -1,4 +1,4 @@
-"""One pass over the data: train_one_epoch, evaluate, predict, extract_features.
+"""One pass over the data: train_one_epoch, evaluate, predict, extract_features, evaluate_and_report.
 
 The epoch loop itself is in each training script's main, as in the tutorial.
 """
@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from .distributed import all_reduce_sum, find_ddp, is_main_process
-from .errors import UserError
 from .freezing import set_train_mode
-from .runtime import Compute
+from .reports.report import publish
+from .utils.distributed import all_reduce_sum, find_ddp, is_main_process
+from .utils.errors import UserError
+from .utils.runtime import Compute
 
 
 class NonFiniteLoss(UserError):
@@ -189,3 +192,18 @@ def check_finite(train: dict[str, float], val: dict[str, float], epoch: int) -> 
     """Stop with NonFiniteLoss when an epoch's mean training or validation loss is NaN or infinite."""
     if not (math.isfinite(train["loss"]) and math.isfinite(val["loss"])):
         raise _diverged(f"epoch {epoch} (validation)")
+
+
+def evaluate_and_report(model: nn.Module, loader: Iterable, class_names: Sequence[str], compute: Compute,
+                        prefix: str, mean: Sequence[float], std: Sequence[float], progress: bool = True,
+                        label_map: Sequence[int] | None = None) -> dict[str, Any]:
+    """Predict every image of ``loader`` (shuffle off), print the table and write the report files.
+
+    ``label_map[folder_label]`` translates the folder's class index into the model's.
+    """
+    started = time.perf_counter()
+    probabilities, labels = predict(model, loader, compute, progress=progress, desc="evaluate")
+    seconds = time.perf_counter() - started
+    if label_map is not None:
+        labels = torch.tensor([label_map[int(label)] for label in labels], dtype=torch.long)
+    return publish(probabilities, labels, class_names, loader.dataset, prefix, mean, std, seconds=seconds)

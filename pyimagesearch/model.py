@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torchvision.models import resnet50
 
-from .errors import UserError
+from .utils.errors import UserError
 
 ARCH = "resnet50"
 HEADS = ("linear", "mlp")
@@ -66,6 +66,7 @@ class Body(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.layers = nn.Sequential(*[m for name, m in model.named_children() if name != "fc"])
+        self.width = model.fc.in_features  # 2048 for ResNet50
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.flatten(self.layers(x), 1)

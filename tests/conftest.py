@@ -103,12 +103,12 @@ def one_compute_thread():
 @pytest.fixture(scope="session", autouse=True)
 def allocator_as_it_comes():
     """The suite runs both scripts in one process: feature extraction's allocator policy
-    (memory.py, once set, for the whole process) would slow every fine-tuning test after it.
-    tests/test_memory.py checks the policy in processes of its own."""
-    from pyimagesearch import config
+    (utils/memory.py, once set, for the whole process) would slow every fine-tuning test after it.
+    tests/test_runtime.py checks the policy in processes of its own."""
+    from pyimagesearch.utils import settings
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(config, "KEEP_ALLOCATOR_MEMORY", False)
+        patch.setattr(settings, "KEEP_ALLOCATOR_MEMORY", False)
         yield
 
 
@@ -195,6 +195,41 @@ def splits(tmp_path, flower_photos):
     return base
 
 
+def build(data, base, *extra: str) -> None:
+    """build_dataset.py in-process, without progress bars."""
+    import build_dataset
+
+    build_dataset.main(["--data", str(data), "--output", str(base), "--no-progress", *extra])
+
+
+def file_contents(root) -> dict[str, bytes]:
+    """Every file below ``root`` (relative path -> bytes): to show that nothing was changed."""
+    return {os.path.relpath(os.path.join(folder, name), root): open(os.path.join(folder, name), "rb").read()
+            for folder, _, names in os.walk(root) for name in names}
+
+
+def decoded_size(path) -> tuple[int, int]:
+    """The size of the picture at ``path``, fully decoded (a truncated file fails here)."""
+    with Image.open(path) as image:
+        image.load()
+        return image.size
+
+
+def fine_tune_parser():
+    import fine_tune
+
+    return fine_tune.build_parser()
+
+
+@pytest.fixture(scope="module")
+def small_dataset(tmp_path_factory):
+    """dataset/{train,val} of three colour classes, 10 photos each, 30 % validation."""
+    root = tmp_path_factory.mktemp("small")
+    base = str(root / "dataset")
+    build(make_image_folder(str(root / "photos"), per_class=10), base, "--val-split", "0.3")
+    return base
+
+
 def train_args(tmp_path, base: str, name: str, *extra: str) -> list[str]:
     """Flags for a quick, offline training run writing into tmp_path/output."""
     out = tmp_path / "output"
@@ -268,6 +303,17 @@ def trained(tmp_path_factory):
     build_dataset.main(["--data", data, "--output", base, "--val-split", "0.34", "--no-progress"])
     train_feature_extraction.main(train_args(root, base, "warmup", "--epochs", "1", "--no-report"))
     return base, str(root / "output" / "warmup_model.pth")
+
+
+@pytest.fixture(scope="session")
+def exported(trained, tmp_path_factory):
+    """The shared checkpoint exported to ONNX: (dataset folder, checkpoint path, .onnx path)."""
+    import inference
+
+    base, model = trained
+    onnx = str(tmp_path_factory.mktemp("onnx") / "warmup_model.onnx")
+    inference.main(["--model", model, "--export", onnx])
+    return base, model, onnx
 
 
 def error_text(capsys) -> str:

@@ -25,9 +25,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from pyimagesearch.create_dataloaders import get_dataloader, make_loader, train_transforms
-from pyimagesearch.distributed import rank
-from pyimagesearch.errors import run_cli
 from pyimagesearch.training import TrainingSession
+from pyimagesearch.utils.distributed import rank
+from pyimagesearch.utils.errors import run_cli
 from tiny import use_tiny_resnet50
 
 
@@ -41,11 +41,10 @@ class Draws(torch.utils.data.Dataset):
 
 @contextlib.contextmanager
 def draws_printed():
-    """Every process prints its draws right after the session prepared the model."""
-    real = TrainingSession.prepare
+    """Every process prints its draws once the session reseeded it, as the trained module goes into DDP."""
+    real = TrainingSession.ddp_and_compile
 
-    def prepare(session: TrainingSession, model):
-        model = real(session, model)
+    def ddp_and_compile(session: TrainingSession, model, find_unused: bool = False):
         args = session.args
         train_ds, _ = get_dataloader(args.train, train_transforms(args.image_size), args.batch_size,
                                      **session.loader_options)
@@ -55,13 +54,13 @@ def draws_printed():
         worker = next(iter(make_loader(Draws(), args.batch_size, False, **workers)))[0]
         print(json.dumps({"rank": rank(), "weights": weights, "augmentation": float(augmented.double().sum()),
                           "worker": worker.flatten().tolist()}), flush=True)
-        return model
+        return real(session, model, find_unused)
 
-    TrainingSession.prepare = prepare
+    TrainingSession.ddp_and_compile = ddp_and_compile
     try:
         yield
     finally:
-        TrainingSession.prepare = real
+        TrainingSession.ddp_and_compile = real
 
 
 def use_a_store_of_its_own(agent_store: torch.distributed.TCPStore, run: int) -> None:

@@ -1,4 +1,4 @@
-"""The benchmark's arithmetic ceiling: the FLOPs it counts are ResNet50's published cost."""
+"""benchmarks/bench_training.py: its arithmetic, rounds and process accounting (no timing is asserted)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Both training scripts under torchrun: 2 CPU processes with gloo, one set of outputs."""
+"""torchrun: one set of outputs, each process's own randomness and resume state, and leaving the
+process group.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import pytest
 import torch
 
 from background import TORCHRUN_RUNS, counts
+from conftest import fine_tune_parser, train_args
 from pyimagesearch import checkpoint
 
 
@@ -56,9 +59,8 @@ def test_each_process_draws_its_own_augmentation_from_identical_weights(torchrun
 
 
 def test_every_process_leaves_the_group_when_set_up_fails(tmp_path, splits, monkeypatch):
-    from conftest import train_args
     from pyimagesearch import training
-    from pyimagesearch.errors import UserError
+    from pyimagesearch.utils.errors import UserError
 
     calls = []
     monkeypatch.setattr(training, "init_distributed", lambda device: calls.append("join"))
@@ -73,23 +75,16 @@ def test_every_process_leaves_the_group_when_set_up_fails(tmp_path, splits, monk
 
 def test_the_other_processes_leave_before_the_main_one_writes_the_report(tmp_path, splits, monkeypatch):
     """No process may wait in a collective (a barrier) while rank 0 evaluates and plots."""
-    from conftest import train_args
     from pyimagesearch import model as model_module
-    from pyimagesearch import report, training
+    from pyimagesearch import training
 
     order = []
     monkeypatch.setattr(training, "is_distributed", lambda: "leave" not in order)
     monkeypatch.setattr(training, "shutdown_distributed", lambda: order.append("leave"))
-    monkeypatch.setattr(report, "evaluate_and_report", lambda *a, **k: order.append("report"))
+    monkeypatch.setattr(training, "evaluate_and_report", lambda *a, **k: order.append("report"))
     args = fine_tune_parser().parse_args(train_args(tmp_path, splits, "finetune", "--epochs", "1"))
     from pyimagesearch.create_dataloaders import eval_image_folder
 
     with training.TrainingSession(args) as session:
-        session.report(model_module.build_model(3, head="mlp"), eval_image_folder(args.val, args.image_size))
+        session.leave_group_and_report(model_module.build_model(3, head="mlp"), eval_image_folder(args.val, args.image_size))
     assert order[:2] == ["leave", "report"]
-
-
-def fine_tune_parser():
-    import fine_tune
-
-    return fine_tune.build_parser()

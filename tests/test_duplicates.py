@@ -1,5 +1,6 @@
-"""build_dataset.py finds copies of a photo, names those filed under two classes, and never puts a
-photo on one side of the split and its copy on the other."""
+"""Exact and near-duplicate photos: found, named when filed under two classes, and kept on one side of
+the split.
+"""
 
 from __future__ import annotations
 
@@ -14,31 +15,9 @@ from PIL import Image, ImageDraw
 
 import build_dataset
 from conftest import error_text, make_image_folder
-from pyimagesearch.dataset import scan, split
-from pyimagesearch.duplicates import DuplicateGroup, find_duplicates
-from pyimagesearch.errors import UserError, run_cli
-
-
-def _photo(rng: np.random.Generator, size: int = 96) -> Image.Image:
-    """A picture with structure (shapes on a gradient), unlike every other one drawn."""
-    ramp = np.linspace(0, 1, size)[None, :, None] * rng.uniform(0, 255, 3) + rng.uniform(0, 120, 3)
-    image = Image.fromarray(np.clip(np.broadcast_to(ramp, (size, size, 3)), 0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(image)
-    for _ in range(4):
-        x0, y0 = rng.uniform(0, size * 0.7, 2)
-        x1, y1 = x0 + rng.uniform(size * 0.15, size * 0.5), y0 + rng.uniform(size * 0.15, size * 0.5)
-        shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
-        shape([x0, y0, x1, y1], fill=tuple(int(c) for c in rng.uniform(0, 255, 3)))
-    return image
-
-
-def _photos(root, per_class: int = 8, classes=("blue", "green", "red"), seed: int = 0) -> str:
-    rng = np.random.default_rng(seed)
-    for name in classes:
-        os.makedirs(root / name, exist_ok=True)
-        for i in range(per_class):
-            _photo(rng).save(root / name / f"img_{i}.jpg", quality=92)
-    return str(root)
+from pyimagesearch.utils.dataset import scan, split
+from pyimagesearch.utils.duplicates import DuplicateGroup, find_duplicates
+from pyimagesearch.utils.errors import UserError, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +37,28 @@ def planted(tmp_path_factory):
 def _sides(base) -> dict[str, str]:
     manifest = json.loads((base / "split.json").read_text())
     return {path: side for side in ("train", "val") for paths in manifest[side].values() for path in paths}
+
+
+def _photos(root, per_class: int = 8, classes=("blue", "green", "red"), seed: int = 0) -> str:
+    rng = np.random.default_rng(seed)
+    for name in classes:
+        os.makedirs(root / name, exist_ok=True)
+        for i in range(per_class):
+            _photo(rng).save(root / name / f"img_{i}.jpg", quality=92)
+    return str(root)
+
+
+def _photo(rng: np.random.Generator, size: int = 96) -> Image.Image:
+    """A picture with structure (shapes on a gradient), unlike every other one drawn."""
+    ramp = np.linspace(0, 1, size)[None, :, None] * rng.uniform(0, 255, 3) + rng.uniform(0, 120, 3)
+    image = Image.fromarray(np.clip(np.broadcast_to(ramp, (size, size, 3)), 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(4):
+        x0, y0 = rng.uniform(0, size * 0.7, 2)
+        x1, y1 = x0 + rng.uniform(size * 0.15, size * 0.5), y0 + rng.uniform(size * 0.15, size * 0.5)
+        shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
+        shape([x0, y0, x1, y1], fill=tuple(int(c) for c in rng.uniform(0, 255, 3)))
+    return image
 
 
 def test_planted_copies_are_grouped_named_and_kept_on_one_side(planted, capsys):

@@ -1,4 +1,6 @@
-"""The loop's arithmetic: sample-weighted means, accumulation without carry-over."""
+"""One pass over the data: the loop's arithmetic (losses, accuracy, gradient accumulation) and forwards
+in pieces.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +10,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from pyimagesearch.engine import NonFiniteLoss, check_finite, evaluate, extract_features, train_one_epoch
-from pyimagesearch.runtime import Compute
 from pyimagesearch.training import epoch_record
+from pyimagesearch.utils.runtime import Compute
 
 CPU = Compute(torch.device("cpu"))
 
@@ -18,6 +20,17 @@ def _data(n: int = 10, features: int = 4, classes: int = 3, seed: int = 0):
     generator = torch.Generator().manual_seed(seed)
     return TensorDataset(torch.randn(n, features, generator=generator),
                          torch.randint(0, classes, (n,), generator=generator))
+
+
+def _frozen_body(seen: list[int]) -> nn.Module:
+    """A small conv body in eval mode, with BatchNorm statistics that are not the identity; it
+    records the size of every batch it runs."""
+    torch.manual_seed(0)
+    body = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    body[1].running_mean.uniform_(-1, 1)
+    body[1].running_var.uniform_(0.5, 2)
+    body.register_forward_pre_hook(lambda module, inputs: seen.append(len(inputs[0])))
+    return body.eval().requires_grad_(False)
 
 
 def test_evaluate_weights_each_sample_once_with_a_ragged_last_batch():
@@ -135,17 +148,6 @@ def test_an_empty_share_of_a_small_validation_set_is_not_an_error():
     metrics = evaluate(nn.Linear(48, 3), DataLoader(TensorDataset(features, labels), batch_size=4),
                        nn.CrossEntropyLoss(), CPU, progress=False)
     assert metrics["count"] == 0
-
-
-def _frozen_body(seen: list[int]) -> nn.Module:
-    """A small conv body in eval mode, with BatchNorm statistics that are not the identity; it
-    records the size of every batch it runs."""
-    torch.manual_seed(0)
-    body = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-    body[1].running_mean.uniform_(-1, 1)
-    body[1].running_var.uniform_(0.5, 2)
-    body.register_forward_pre_hook(lambda module, inputs: seen.append(len(inputs[0])))
-    return body.eval().requires_grad_(False)
 
 
 def test_forwards_without_autograd_run_in_chunks_with_the_same_results():

@@ -1,4 +1,4 @@
-"""Weights, freezing and BatchNorm: the parts of the tutorial that were quietly wrong."""
+"""The network: heads, freezing, BatchNorm folding, the offline stand-in, backbone weights and checkpoints."""
 
 from __future__ import annotations
 
@@ -14,13 +14,19 @@ from torchvision.models import ResNet50_Weights, resnet50
 
 import build_dataset
 import fine_tune
+import inference
 import train_feature_extraction
-from conftest import ROOT, train_args
-from pyimagesearch import checkpoint
-from pyimagesearch.errors import UserError, run_cli
+from conftest import (
+    ROOT,
+    error_text,
+    make_image_folder,
+    train_args,
+)
+from pyimagesearch import checkpoint, config
 from pyimagesearch.freezing import freeze_batchnorm, freeze_body, set_train_mode
 from pyimagesearch.model import build_model
-from pyimagesearch.weights import load_backbone_weights
+from pyimagesearch.utils.errors import UserError, run_cli
+from pyimagesearch.utils.weights import load_backbone_weights
 
 
 def _batchnorm_layers() -> int:
@@ -31,6 +37,13 @@ def _batchnorm_layers() -> int:
 def _bn_state(state: dict) -> dict:
     names = {name for name, m in resnet50().named_modules() if isinstance(m, nn.BatchNorm2d)}
     return {k: v for k, v in state.items() if k.rsplit(".", 1)[0] in names}
+
+
+def _resnet18_with_three_outputs() -> dict:
+    from torchvision.models import resnet18
+
+    state = resnet18(num_classes=3).state_dict()
+    return state
 
 
 @pytest.mark.parametrize("extra", [[], ["--no-feature-cache"], ["--feature-cache", "--cache-views", "2"]])
@@ -76,7 +89,6 @@ def test_fine_tuning_freezes_every_batchnorm_and_trains_the_rest(tmp_path, split
 
 
 def test_fine_tuning_uses_lr_finetune():
-    from pyimagesearch import config
 
     args = fine_tune.build_parser().parse_args([])
     assert args.lr == config.LR_FINETUNE and args.batch_size == config.FINETUNE_BATCH_SIZE
@@ -196,7 +208,7 @@ def test_offline_stand_in_makes_random_weights_learn_and_says_so(tmp_path, capsy
 
 
 def test_offline_stand_in_sets_identity_blocks_and_data_statistics():
-    from pyimagesearch.stand_in import offline_stand_in
+    from pyimagesearch.utils.stand_in import offline_stand_in
 
     torch.manual_seed(0)
     model = resnet50().eval()
@@ -207,3 +219,64 @@ def test_offline_stand_in_sets_identity_blocks_and_data_statistics():
         stem = model.conv1(torch.cat(images))
     torch.testing.assert_close(model.bn1.running_mean, stem.mean((0, 2, 3)), rtol=1e-4, atol=1e-5)
     assert model.bn1.momentum == 0.1 and not model.bn1.training  # settings restored after measuring
+
+
+def test_the_stand_in_calibrates_when_the_last_batch_holds_one_image(tmp_path, capsys):
+    import build_dataset
+
+    data = make_image_folder(str(tmp_path / "photos"), per_class=10)
+    base = str(tmp_path / "dataset")
+    build_dataset.main(["--data", data, "--output", base, "--val-split", "0.4", "--no-progress"])
+    train = sum(len(os.listdir(os.path.join(base, "train", c))) for c in os.listdir(os.path.join(base, "train")))
+    assert train == 18
+    os.remove(os.path.join(base, "train", "red", sorted(os.listdir(os.path.join(base, "train", "red")))[0]))
+    # 17 images: calibration batches of 16 and 1; the one image cannot give BatchNorm a variance
+    fine_tune.main(train_args(tmp_path, base, "finetune", "--epochs", "1", "--no-report"))
+    assert "calibrated on 16 training images" in capsys.readouterr().out
+
+
+def test_a_file_that_would_run_code_is_refused_without_torchs_weights_only_advice(tmp_path, capsys):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("this ran",))
+
+    path = tmp_path / "evil.pth"
+    torch.save({"model": Evil()}, path)
+    code = run_cli(inference.main, ["--model", str(path), "--output", str(tmp_path / "o")])
+    captured = capsys.readouterr()
+    assert code == 2 and "run Python code" in captured.err and "print" in captured.err
+    assert "weights_only" not in captured.err and "this ran" not in captured.out
+
+
+def test_a_checkpoint_with_non_finite_weights_is_never_written(tmp_path):
+    model = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        model.weight[0, 0] = float("nan")
+    with pytest.raises(UserError, match="NaN or infinite"):
+        checkpoint.save(str(tmp_path / "m.pth"), model, {})
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("tamper,message", [
+    ("empty", "not a flowers-transfer checkpoint"),
+    (lambda p: p["class_names"].append("extra"), "4 outputs"),
+    (lambda p: p.update(head="transformer"), "head 'transformer'"),
+    (lambda p: p.update(image_size=-1), "image_size"),
+    (lambda p: p.update(image_size=0), "image_size"),
+    (lambda p: p.update(image_size="abc"), "image_size"),
+    (lambda p: p.update(mean=[0.5]), "mean must be three numbers"),
+    (lambda p: p.update(std=[0.2, 0.2, 0.0]), "std must be positive"),
+    (lambda p: p.update(model=_resnet18_with_three_outputs()), "does not hold resnet50 weights"),
+    (lambda p: p.update(arch="vit_b_16"), "'vit_b_16'"),
+])
+def test_inconsistent_checkpoints_are_one_paragraph(tmp_path, trained, capsys, tamper, message):
+    path = tmp_path / "broken.pth"
+    if tamper == "empty":
+        path.write_bytes(b"")
+    else:
+        payload = torch.load(trained[1], weights_only=True)
+        tamper(payload)
+        torch.save(payload, path)
+    code = run_cli(inference.main, ["--model", str(path), "--images", trained[0], "--output", str(tmp_path / "o")])
+    err = error_text(capsys)
+    assert code == 2 and message in err and str(path) in err and "Traceback" not in err

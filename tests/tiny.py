@@ -70,7 +70,7 @@ def compile_with(backend: str) -> None:
 
 def run_forked(run: dict) -> int:
     """One run in a forked child; returns the child's pid."""
-    from pyimagesearch.errors import run_cli
+    from pyimagesearch.utils.errors import run_cli
 
     script = importlib.import_module(run["script"])
     pid = os.fork()

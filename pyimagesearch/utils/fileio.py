@@ -19,13 +19,35 @@ import shutil
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
+import torch
+
 from .errors import UserError, first_line
-from .images import NOT_REGULAR
 
 try:  # POSIX; on Windows builds are not locked against each other
     import fcntl
 except ImportError:  # pragma: no cover
     fcntl = None
+
+
+# why a file named like an image (or a model, a video) was not opened
+NOT_REGULAR = "not a regular file (a pipe, socket or device is never opened)"
+
+
+def is_regular_file(path: str) -> bool:
+    """A plain file (after following links): a FIFO, socket or device named like an image would
+    block or stream forever when opened, so nothing else is ever opened as an image."""
+    return os.path.isfile(path)
+
+
+def payload_bytes(value: Any) -> int:
+    """About what torch.save writes for ``value``: its tensors' bytes (metadata is small)."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(payload_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(payload_bytes(v) for v in value)
+    return 0
 
 
 def _temp_path(folder: str, name: str, kind: str) -> str:

@@ -16,12 +16,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import checkpoint, fileio
-from .annotate import quiet_opencv
-from .errors import UserError, first_line
-from .paths import onnx_metadata_path as metadata_path
+from .. import checkpoint
+from ..utils import fileio
+from ..utils.errors import UserError, first_line
+from ..utils.opencv import quiet_opencv
 
 OPSET = 17
+
+
+def metadata_path(onnx_path: str) -> str:
+    """output/finetune_model.onnx -> output/finetune_model.json"""
+    return f"{os.path.splitext(onnx_path)[0]}.json"
 
 
 def export_onnx(model_path: str, onnx_path: str) -> dict[str, Any]:
@@ -43,7 +48,7 @@ def export_onnx(model_path: str, onnx_path: str) -> dict[str, Any]:
             torch.onnx.export(model, (example,), temp, dynamo=False, opset_version=OPSET, input_names=["input"],
                               output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
 
-    fileio.atomic_write(onnx_path, write, needed=checkpoint.payload_bytes(model.state_dict()))
+    fileio.atomic_write(onnx_path, write, needed=fileio.payload_bytes(model.state_dict()))
     exported = {key: meta[key] for key in checkpoint.META_KEYS}
     exported["source"] = os.path.abspath(model_path)
     exported["epoch"] = meta.get("epoch")

@@ -23,25 +23,13 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from . import engine, fileio
-from .checkpoint import payload_bytes
+from . import fileio
+from .digest import folder_digest
 from .distributed import rank, world_size
 from .runtime import Compute
 from .weights import weights_identity
 
 FORMAT = 2  # bump when what is stored changes (2: images keyed by content, a checksum)
-
-
-def _files_digest(ds) -> str:
-    """The image list, each file's label and the SHA-256 of its bytes."""
-    digest = hashlib.sha256()
-    for path, label in ds.samples:
-        content = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                content.update(block)
-        digest.update(f"{os.path.relpath(path, ds.root)}\0{label}\0{content.hexdigest()}\n".encode())
-    return digest.hexdigest()
 
 
 def _checksum(tensors: list[torch.Tensor]) -> str:
@@ -107,7 +95,7 @@ class FeatureCache:
     def save(self, val: tuple[torch.Tensor, torch.Tensor], views: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         val, views = list(val), [list(v) for v in views]
         payload = {"fields": self.fields, "val": val, "views": views, "checksum": _checksum(_tensors(val, views))}
-        fileio.atomic_write(self.path, lambda temp: torch.save(payload, temp), needed=payload_bytes(payload))
+        fileio.atomic_write(self.path, lambda temp: torch.save(payload, temp), needed=fileio.payload_bytes(payload))
 
 
 def cache_for(folder: str | None, *, weights: str, train_ds, val_ds, image_size: int, views: int, seed: int,
@@ -118,7 +106,8 @@ def cache_for(folder: str | None, *, weights: str, train_ds, val_ds, image_size:
     fileio.check_writable_folder(folder, "--feature-cache-dir")
     fields = {
         "format": FORMAT, "torch": str(torch.__version__), "weights": weights_identity(weights),
-        "train": _files_digest(train_ds), "val": _files_digest(val_ds), "image_size": image_size,
+        "train": folder_digest(train_ds.samples, train_ds.root, content=True),
+        "val": folder_digest(val_ds.samples, val_ds.root, content=True), "image_size": image_size,
         "views": views, "seed": seed, "device": compute.device.type, "amp": str(compute.amp_dtype),
         "channels_last": compute.channels_last, "fold_bn": fold_bn, "rank": rank(), "world_size": world_size(),
     }
@@ -129,11 +118,12 @@ def cache_for(folder: str | None, *, weights: str, train_ds, val_ds, image_size:
 Features = tuple[torch.Tensor, torch.Tensor]
 
 
-def body_features(body: torch.nn.Module, train_images: DataLoader, val_images: DataLoader, views: int, compute: Compute,
-                  cache: FeatureCache | None, *, progress: bool = True,
+def body_features(extract: Callable[[DataLoader, str], Features], train_images: DataLoader, val_images: DataLoader,
+                  views: int, cache: FeatureCache | None, *,
                   log: Callable[[str], None] = print) -> tuple[Features, list[Features]]:
-    """Validation features and ``views`` passes of ``body`` over ``train_images`` (augmented when
-    its transform is): from ``cache`` when its key matches, otherwise computed and stored there."""
+    """Validation features and ``views`` passes over ``train_images`` (augmented when its
+    transform is), each made by ``extract(loader, progress-bar label)``: from ``cache`` when its
+    key matches, otherwise computed and stored there."""
     stored, problem = cache.load() if cache else (None, None)
     if problem:
         log(f"[WARN] not using the cached features in {cache.path}: {problem}; computing them again (the file is "
@@ -142,11 +132,19 @@ def body_features(body: torch.nn.Module, train_images: DataLoader, val_images: D
         log(f"[INFO] reusing the body's features from {cache.path} (same weights, images, size and views): "
             "the body does not run")
         return tuple(stored["val"]), [tuple(v) for v in stored["views"]]
-    val = engine.extract_features(body, val_images, compute, progress=progress, desc="features (val)")
-    cached = [engine.extract_features(body, train_images, compute, progress=progress,
-                                      desc=f"features (view {view + 1}/{views})") for view in range(views)]
+    val = extract(val_images, "features (val)")
+    cached = [extract(train_images, f"features (view {view + 1}/{views})") for view in range(views)]
     if cache:
         cache.save(val, cached)
         log(f"[INFO] stored the body's features in {cache.path}; a run with the same weights, images, size and "
             "views reuses them")
     return val, cached
+
+
+def cache_folder(setting: str, model_path: str) -> str | None:
+    """--feature-cache-dir: auto = feature_cache/ beside --model, none = no persistent cache."""
+    if not setting or setting.lower() == "none":
+        return None
+    if setting.lower() == "auto":
+        return os.path.join(os.path.dirname(model_path), "feature_cache")
+    return setting

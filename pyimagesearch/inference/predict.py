@@ -21,13 +21,18 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from . import checkpoint, deploy, engine, fileio, plots, report
-from .annotate import annotated_names, check_targets, has_display, is_annotate_folder
-from .create_dataloaders import eval_image_folder, eval_loader, eval_transforms, make_loader
-from .errors import UserError
-from .freezing import fold_frozen_batchnorm
-from .images import NOT_REGULAR, is_image_file, is_regular_file
-from .runtime import Compute, resolve_device, resolve_workers
+from .. import checkpoint, engine
+from ..create_dataloaders import eval_image_folder, eval_loader, eval_transforms, make_loader
+from ..freezing import fold_frozen_batchnorm
+from ..utils import fileio
+from ..utils.errors import UserError
+from ..utils.figures import denormalize, image_grid
+from ..utils.fileio import NOT_REGULAR, is_regular_file
+from ..utils.images import is_image_file
+from ..utils.opencv import has_display
+from ..utils.runtime import Compute, resolve_device, resolve_workers
+from . import deploy
+from .annotate import annotated_names, check_targets, is_annotate_folder
 
 
 @dataclass
@@ -48,12 +53,13 @@ class Predictor:
         return eval_transforms(self.meta["image_size"], self.meta["mean"], self.meta["std"])
 
     def pixels(self, images: torch.Tensor):
-        return plots.denormalize(images, self.meta["mean"], self.meta["std"])
+        return denormalize(images, self.meta["mean"], self.meta["std"])
 
 
-def load_predictor(args: argparse.Namespace) -> Predictor:
+def load_predictor(args: argparse.Namespace, forward_chunk: int | str) -> Predictor:
     """The model rebuilt from the checkpoint alone, frozen, folded and on the device; or an
-    exported ``.onnx`` file, run by OpenCV's DNN module on the CPU."""
+    exported ``.onnx`` file, run by OpenCV's DNN module on the CPU. ``forward_chunk`` is
+    settings.FORWARD_CHUNK."""
     stem = os.path.splitext(os.path.basename(args.model))[0]
     print("[INFO] loading the model...")
     if args.model.lower().endswith(".onnx"):
@@ -62,7 +68,7 @@ def load_predictor(args: argparse.Namespace) -> Predictor:
         print("[INFO] running the exported model with OpenCV's DNN module on the CPU")
         return Predictor(model, meta, Compute(cpu), resolve_workers(args.num_workers, cpu), stem)
     device = resolve_device(args.device)
-    compute = Compute.from_settings(device, args.amp, args.channels_last)
+    compute = Compute.from_settings(device, args.amp, args.channels_last, forward_chunk)
     model, meta = checkpoint.load(args.model)
     model.requires_grad_(False)
     if args.fold_bn:
@@ -89,7 +95,7 @@ def random_batch(predictor: Predictor, val_dir: str, batch_size: int, output: st
         titles.append(f"Ground Truth: {truth}\nPredicted: {predicted} ({float(probabilities.max()):.2f})")
         colors.append("green" if predicted == truth else "red")
     path = os.path.join(output, f"{predictor.stem}_predictions.png")
-    plots.image_grid(predictor.pixels(images), titles, path, colors=colors)
+    image_grid(predictor.pixels(images), titles, path, colors=colors)
     print(f"[INFO] wrote {path}")
     return path
 
@@ -187,7 +193,7 @@ def classify_files(predictor: Predictor, paths: Sequence[str], output: str, *, t
     fileio.write_csv(f"{stem}.csv", ["path"] + [f"{kind}_{k + 1}" for k in range(top_k) for kind in ("class", "probability")],
                      ([row["path"]] + [v for t in row["top"] for v in (t["class"], f"{t['probability']:.6f}")]
                       for row in rows))
-    plots.image_grid(predictor.pixels(torch.stack([s[0] for s in shown])), [s[1] for s in shown], f"{stem}.png",
+    image_grid(predictor.pixels(torch.stack([s[0] for s in shown])), [s[1] for s in shown], f"{stem}.png",
                      suptitle="Predictions")
     print(f"[INFO] {len(rows)} image(s) classified in {seconds:.1f}s ({len(rows) / max(seconds, 1e-9):.1f} images/s), "
           f"{len(problems)} skipped; wrote {stem}.json, {stem}.csv, {stem}.png")
@@ -209,7 +215,7 @@ def evaluate_folder(predictor: Predictor, folder: str, output: str, *, batch_siz
     label_map = [predictor.class_names.index(c) for c in ds.classes]
     loader = make_loader(ds, batch_size, shuffle=False, num_workers=predictor.num_workers,
                          device=str(predictor.compute.device))
-    return report.evaluate_and_report(predictor.model, loader, predictor.class_names, predictor.compute,
+    return engine.evaluate_and_report(predictor.model, loader, predictor.class_names, predictor.compute,
                                       os.path.join(output, predictor.stem), meta["mean"], meta["std"],
                                       progress=progress, label_map=label_map)
 

@@ -20,7 +20,6 @@ picture to this check.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -28,6 +27,8 @@ import cv2
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
+
+from .digest import file_sha256
 
 HASH_SIDE = 32  # what PHash reads (it would resize to this itself, without filtering)
 THUMBNAIL_SIDE = 16
@@ -44,15 +45,6 @@ class Fingerprint:
     thumbnail: np.ndarray  # THUMBNAIL_SIDE x THUMBNAIL_SIDE x 3, uint8
 
 
-def file_digest(path: str) -> str:
-    """SHA-256 of a file's bytes, read in blocks (the file was just decoded, so it is in the page cache)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fingerprint(path: str, image: Image.Image) -> Fingerprint:
     """The fingerprint of the file at ``path``, decoded (upright, RGB, any size) as ``image``
     (check_image's picture: already RGB, so it is not converted, which would copy it).
@@ -64,7 +56,7 @@ def fingerprint(path: str, image: Image.Image) -> Fingerprint:
     small = image.resize((HASH_SIDE, HASH_SIDE), Image.Resampling.BOX)
     phash = int.from_bytes(_PHASH.compute(np.ascontiguousarray(np.asarray(small)[:, :, ::-1])).tobytes(), "big")  # BGR
     thumbnail = np.asarray(small.resize((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.BOX))
-    return Fingerprint(file_digest(path), phash, thumbnail)
+    return Fingerprint(file_sha256(path), phash, thumbnail)
 
 
 @dataclass

@@ -9,23 +9,27 @@ import tarfile
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 
 from tqdm import tqdm
 
-from . import config
 from .errors import UserError
 from .fileio import new_temp_file, new_temp_folder, remove_leftovers
 
 FLOWER_CLASSES = ("daisy", "dandelion", "roses", "sunflowers", "tulips")
 
 
+@dataclass(frozen=True)
 class DownloadLimits:
-    """When a download is given up: a server that trickles bytes would otherwise keep it alive
-    forever, since the socket timeout only catches a server that says nothing at all."""
+    """When a download is given up, and how large an archive may unpack (utils/settings.py): a
+    server that trickles bytes would otherwise keep it alive forever, since the socket timeout only
+    catches a server that says nothing at all."""
 
-    def __init__(self, min_bytes_per_s: float = config.DOWNLOAD_MIN_SPEED, window_s: float = config.DOWNLOAD_SPEED_WINDOW,
-                 deadline_s: float = config.DOWNLOAD_DEADLINE) -> None:
-        self.min_bytes_per_s, self.window_s, self.deadline_s = min_bytes_per_s, window_s, deadline_s
+    min_bytes_per_s: float
+    window_s: float
+    deadline_s: float
+    max_bytes: int
+    max_members: int
 
 
 def _abandoned(url: str, archive: str, why: str) -> UserError:
@@ -33,8 +37,8 @@ def _abandoned(url: str, archive: str, why: str) -> UserError:
                      f"another way and put it at '{archive}'.")
 
 
-def download(url: str, archive: str, expected_size: int | None = None, timeout_s: float = 60.0,
-             progress: bool = True, limits: DownloadLimits | None = None) -> str:
+def download(url: str, archive: str, limits: DownloadLimits, expected_size: int | None = None, timeout_s: float = 60.0,
+             progress: bool = True) -> str:
     """Download ``url`` to ``archive`` unless a complete copy is already there.
 
     The bytes go to a temporary name that is renamed only once the size checks out, so an
@@ -42,7 +46,6 @@ def download(url: str, archive: str, expected_size: int | None = None, timeout_s
     ``limits.min_bytes_per_s`` over ``limits.window_s``, or longer than ``limits.deadline_s``
     in all, is abandoned.
     """
-    limits = limits or DownloadLimits()
     if os.path.isfile(archive) and (expected_size is None or os.path.getsize(archive) == expected_size):
         print(f"[INFO] reusing the downloaded archive {archive}")
         return archive
@@ -108,11 +111,11 @@ def read_members(archive: str, tar: tarfile.TarFile, max_bytes: int, max_members
         total += member.size
         if total > max_bytes:
             raise UserError(f"Refusing to extract '{archive}': its members add up to more than {max_bytes} bytes "
-                            "(EXTRACT_MAX_BYTES in pyimagesearch/config.py). It may be corrupt or malicious; delete it "
+                            "(EXTRACT_MAX_BYTES in pyimagesearch/utils/settings.py). It may be corrupt or malicious; delete it "
                             "and download it again.")
         if len(members) > max_members:
             raise UserError(f"Refusing to extract '{archive}': it holds more than {max_members} members "
-                            "(EXTRACT_MAX_MEMBERS in pyimagesearch/config.py). It may be corrupt or malicious; "
+                            "(EXTRACT_MAX_MEMBERS in pyimagesearch/utils/settings.py). It may be corrupt or malicious; "
                             "delete it and download it again.")
     return members
 
@@ -136,7 +139,7 @@ def check_members(archive: str, members: list[tarfile.TarInfo]) -> None:
                 raise _refuse(archive, member, f"links outside the archive ('{target}')")
 
 
-def extract(archive: str, target: str, top_folder: str = "flower_photos",
+def extract(archive: str, target: str, limits: DownloadLimits, top_folder: str = "flower_photos",
             expected_classes: tuple[str, ...] | None = None) -> str:
     """Unpack ``archive`` and move its ``top_folder`` (or its only folder) to ``target``, via a
     temporary folder beside it: an interrupted run leaves no half-extracted dataset."""
@@ -148,8 +151,7 @@ def extract(archive: str, target: str, top_folder: str = "flower_photos",
     try:
         try:
             with tarfile.open(archive, "r:*") as tar:
-                members = read_members(archive, tar, max_bytes=config.EXTRACT_MAX_BYTES,
-                                       max_members=config.EXTRACT_MAX_MEMBERS)
+                members = read_members(archive, tar, max_bytes=limits.max_bytes, max_members=limits.max_members)
                 check_members(archive, members)
                 tar.extractall(staging, members=members, filter="data")
         except (tarfile.TarError, EOFError, OSError) as error:
@@ -183,13 +185,13 @@ def verify_extracted(folder: str, archive: str, expected_classes: tuple[str, ...
                         "Delete it and download it again.")
 
 
-def fetch_dataset(url: str, data_path: str, cache_dir: str, expected_size: int | None = None,
+def fetch_dataset(url: str, data_path: str, cache_dir: str, limits: DownloadLimits, expected_size: int | None = None,
                   expected_classes: tuple[str, ...] | None = None, progress: bool = True) -> str:
     """Make ``data_path`` hold the dataset (download, verify, extract); reuse what is there."""
     if os.path.isdir(data_path):
         return data_path
     archive = os.path.join(cache_dir, os.path.basename(url.split("?")[0]) or "dataset.tgz")
-    download(url, archive, expected_size=expected_size, progress=progress)
+    download(url, archive, limits, expected_size=expected_size, progress=progress)
     print(f"[INFO] extracting {archive} to {data_path}")
-    return extract(archive, data_path, top_folder=os.path.basename(os.path.normpath(data_path)),
+    return extract(archive, data_path, limits, top_folder=os.path.basename(os.path.normpath(data_path)),
                    expected_classes=expected_classes)

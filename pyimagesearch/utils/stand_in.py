@@ -12,9 +12,6 @@ import torch
 from torch import nn
 from torchvision.models.resnet import Bottleneck
 
-from .create_dataloaders import eval_image_folder, make_loader
-from .runtime import Compute
-
 # training images whose BatchNorm statistics stand in for ImageNet's when --weights none
 CALIBRATION_IMAGES = 128
 STAND_IN = (f"random weights with every residual block starting as the identity (torchvision's zero_init_residual) "
@@ -66,15 +63,3 @@ def calibrate_batchnorm(model: nn.Module, batches) -> int:
             layer.momentum = momentum
             layer.train(training)
     return seen
-
-
-def stand_in_from_folder(model: nn.Module, train_dir: str, image_size: int, compute: Compute, *, seed: int,
-                         batch_size: int, num_workers: int, start_method: str | None = None) -> int:
-    """:func:`offline_stand_in` on CALIBRATION_IMAGES un-augmented training images, drawn with
-    ``seed`` (the same ones on every torchrun process). Returns the number of images used."""
-    ds = eval_image_folder(train_dir, image_size)
-    order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))
-    subset = torch.utils.data.Subset(ds, order[:CALIBRATION_IMAGES].tolist())
-    loader = make_loader(subset, min(32, batch_size * 4), False, num_workers, str(compute.device), seed,
-                         split_across_processes=False, start_method=start_method)
-    return offline_stand_in(model, (compute.to_device(x) for x, _ in loader))

@@ -10,9 +10,9 @@ larger than any heap keeps freed blocks there for the next batch, which reuses t
 Set at the start of a script, before the first large allocation; DataLoader workers forked from
 the process inherit it. On macOS, Windows and musl it does nothing.
 
-Where it is used was decided by measurement (README, Speed): ``config.KEEP_ALLOCATOR_MEMORY =
+Where it is used was decided by measurement (docs/speed.md): ``settings.KEEP_ALLOCATOR_MEMORY =
 "auto"`` keeps the memory everywhere (feature extraction, fine-tuning, inference) as long as the
-DataLoader workers do not fork from the training process (``config.WORKER_START_METHOD``, which
+DataLoader workers do not fork from the training process (``settings.WORKER_START_METHOD``, which
 starts them from a fork server on Linux): forked workers share the kept pages, and every page a
 backward pass then writes is copied, which measured slower than glibc's fresh pages. True keeps
 it everywhere, False nowhere. ``benchmarks/bench_allocator.py`` and the ``+glibc-default`` /
@@ -32,7 +32,6 @@ M_MMAP_MAX = -4
 NEVER_TRIM = 2**31 - 1  # mallopt takes an int; larger than any heap this process grows
 
 _applied = False
-CPU_FORWARD_CHUNK = 16  # images; see forward_chunk
 
 
 def glibc():
@@ -47,11 +46,14 @@ def glibc():
 
 def keep_allocator_memory(setting: bool | str = True, *, backward: bool = False, workers_fork: bool = False) -> bool:
     """Tell glibc not to return large freed blocks to the kernel; True when it is in effect.
-    ``setting`` is config.KEEP_ALLOCATOR_MEMORY; with "auto", unless the network trains
+    ``setting`` is settings.KEEP_ALLOCATOR_MEMORY; with "auto", unless the network trains
     (``backward``) in a process its DataLoader workers are forked from (``workers_fork``): the kept
     pages would be shared with the workers, and each page the backward pass writes copied."""
     global _applied
-    enabled = not (backward and workers_fork) if setting == "auto" else bool(setting)
+    if setting != "auto" and not isinstance(setting, bool):
+        raise UserError(f"KEEP_ALLOCATOR_MEMORY {setting!r}: expected \"auto\", True or False "
+                        "(pyimagesearch/utils/settings.py).")
+    enabled = not (backward and workers_fork) if setting == "auto" else setting
     if not enabled:
         return False
     if _applied:
@@ -61,22 +63,3 @@ def keep_allocator_memory(setting: bool | str = True, *, backward: bool = False,
         return False
     _applied = bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, NEVER_TRIM))
     return _applied
-
-
-def forward_chunk(setting: int | str, device_type: str) -> int:
-    """Images per piece of a forward pass without autograd (config.FORWARD_CHUNK); 0: whole batches.
-
-    On the CPU ("auto": CPU_FORWARD_CHUNK) a frozen body or an eval-mode network runs a batch in
-    pieces: the same numbers, but the activations alive at once are a piece's. With the kept
-    memory, glibc's heap grows to about twice a forward's transient peak (its freed blocks do not
-    fit the next sizes); measured on feature extraction at the default batch of 256, peak memory
-    went from 2.2 GB to 3.6-4.5 GB kept whole, and to 1.2-1.4 GB in pieces of 16 (pieces of 32:
-    about 200 MB more, and about 2 % faster). On a GPU ("auto": 0) big batches are what keeps it
-    busy, and PyTorch's caching allocator reuses its blocks.
-    """
-    if setting == "auto":
-        return CPU_FORWARD_CHUNK if device_type == "cpu" else 0
-    if isinstance(setting, bool) or not isinstance(setting, int) or setting < 0:
-        raise UserError(f"FORWARD_CHUNK {setting!r}: expected 'auto', 0 (whole batches) or a number of images "
-                        "(pyimagesearch/config.py).")
-    return setting

@@ -1,4 +1,6 @@
-"""Evaluation report, confusion matrix, mistakes grid, and predictions on the user's own files."""
+"""The evaluation report: metrics by their definitions, pictures that stay legible, CSV cells a
+spreadsheet cannot run.
+"""
 
 from __future__ import annotations
 
@@ -12,20 +14,31 @@ import torch
 from PIL import Image
 
 import build_dataset
-import fine_tune
 import inference
 import train_feature_extraction
-from conftest import error_text, make_image_folder, train_args
-from pyimagesearch.report import classification_report, confusion_matrix
+from conftest import (
+    decoded_size,
+    make_image_folder,
+    train_args,
+)
+from pyimagesearch import checkpoint
+from pyimagesearch.reports import report
+from pyimagesearch.reports.report import classification_report, confusion_matrix
+from pyimagesearch.utils import figures
 
 # two reds that differ by a shade: the deliberately confusable pair
 CONFUSABLE = {"blue": (30, 60, 220), "crimson": (200, 30, 40), "scarlet": (215, 45, 35)}
 
 
-def _decodes(path) -> bool:
-    with Image.open(path) as image:
-        image.load()
-        return image.size[0] > 100
+class _Images(torch.utils.data.Dataset):
+    def __init__(self, labels):
+        self.labels = labels
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        return torch.zeros(3, 8, 8), int(self.labels[index])
 
 
 def test_metrics_match_their_definitions_on_a_hand_example():
@@ -73,10 +86,9 @@ def test_evaluate_report_agrees_with_a_hand_count(tmp_path, capsys):
     assert [m["path"] for m in after_training["mistakes"]] == [m["path"] for m in report["mistakes"]]
 
     # hand count: predict each validation image on its own and tally
-    from pyimagesearch import checkpoint
     from pyimagesearch.create_dataloaders import eval_transforms, image_folder
     from pyimagesearch.freezing import fold_frozen_batchnorm
-    from pyimagesearch.runtime import Compute, resolve_amp
+    from pyimagesearch.utils.runtime import Compute, resolve_amp
 
     model, meta = checkpoint.load(str(out / "warmup_model.pth"))
     fold_frozen_batchnorm(model.requires_grad_(False))
@@ -102,67 +114,13 @@ def test_evaluate_report_agrees_with_a_hand_count(tmp_path, capsys):
         rows = list(csv.DictReader(handle))
     assert [r["class"] for r in rows if r["row"] == "class"] == sorted(CONFUSABLE)
     assert [r["class"] for r in rows if r["row"] == "summary"] == ["accuracy", "balanced accuracy", "macro F1"]
-    assert _decodes(tmp_path / "eval" / "warmup_model_confusion.png")
+    assert decoded_size(tmp_path / "eval" / "warmup_model_confusion.png")[0] > 100
     if report["mistakes"]:
-        assert _decodes(tmp_path / "eval" / "warmup_model_mistakes.png")
-
-
-def test_evaluate_refuses_a_folder_with_unknown_classes(tmp_path, splits):
-    fine_tune.main(train_args(tmp_path, splits, "finetune", "--epochs", "1", "--no-report"))
-    other = make_image_folder(str(tmp_path / "other"), per_class=2, classes={"purple": (120, 0, 120)})
-    from pyimagesearch.errors import UserError
-
-    with pytest.raises(UserError, match="purple"):
-        inference.main(["--model", str(tmp_path / "output" / "finetune_model.pth"), "--evaluate", other,
-                        "--output", str(tmp_path / "eval"), "--device", "cpu", "--num-workers", "0"])
-
-
-def test_images_mode_predicts_good_files_and_names_broken_ones(tmp_path, splits, capsys):
-    fine_tune.main(train_args(tmp_path, splits, "finetune", "--epochs", "1", "--no-report"))
-    mine = tmp_path / "my photos"
-    mine.mkdir()
-    Image.new("RGB", (50, 40), (200, 30, 30)).save(mine / "rose.jpg")
-    Image.new("RGBA", (30, 30), (0, 0, 200, 128)).save(mine / "sky.PNG")
-    (mine / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    (mine / "empty.png").write_bytes(b"")
-    single = tmp_path / "single.jpg"
-    Image.new("L", (20, 20), 128).save(single)
-    capsys.readouterr()
-
-    inference.main(["--model", str(tmp_path / "output" / "finetune_model.pth"), "--images", str(mine), str(single),
-                    str(tmp_path / "missing.jpg"), "--top-k", "2", "--output", str(tmp_path / "pred"),
-                    "--device", "cpu", "--num-workers", "0"])
-    out = capsys.readouterr().out
-    result = json.loads((tmp_path / "pred" / "finetune_model_images.json").read_text())
-    predicted = sorted(os.path.basename(p["path"]) for p in result["predictions"])
-    assert predicted == ["rose.jpg", "single.jpg", "sky.PNG"]
-    skipped = sorted(os.path.basename(s["path"]) for s in result["skipped"])
-    assert skipped == ["broken.jpg", "empty.png", "missing.jpg"]
-    for entry in result["skipped"]:
-        assert f"skipped {entry['path']}" in out
-    for prediction in result["predictions"]:
-        probabilities = [t["probability"] for t in prediction["top"]]
-        assert len(probabilities) == 2 and probabilities == sorted(probabilities, reverse=True)
-        assert 0 < sum(probabilities) <= 1 + 1e-6
-    assert "images/s" in out
-    with open(tmp_path / "pred" / "finetune_model_images.csv") as handle:
-        assert len(list(csv.reader(handle))) == 4  # header + three images
-    assert _decodes(tmp_path / "pred" / "finetune_model_images.png")
-
-
-class _Images(torch.utils.data.Dataset):
-    def __init__(self, labels):
-        self.labels = labels
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, index):
-        return torch.zeros(3, 8, 8), int(self.labels[index])
+        assert decoded_size(tmp_path / "eval" / "warmup_model_mistakes.png")[0] > 100
 
 
 def test_a_report_over_a_hundred_classes_stays_legible(tmp_path, capsys):
-    from pyimagesearch import many_classes, report
+    from pyimagesearch.reports import many_classes, report
 
     names = [f"c{k:03d}" for k in range(101)]
     labels = torch.arange(101).repeat_interleave(10)
@@ -225,30 +183,34 @@ def test_imbalanced_classes_are_warned_about_when_built_and_when_trained(tmp_pat
     assert "[WARN]" not in capsys.readouterr().out
 
 
-def test_balanced_training_weights_each_class_and_resume_keeps_it(tmp_path, capsys, monkeypatch):
-    from pyimagesearch import checkpoint
-    from pyimagesearch.errors import run_cli
+def test_csv_cells_that_a_spreadsheet_would_run_are_neutralised(tmp_path, capsys):
+    import build_dataset
 
-    data = str(tmp_path / "photos")
-    make_image_folder(data, per_class=18, classes={"big": (220, 40, 40)})
-    make_image_folder(data, per_class=6, classes={"small": (40, 200, 60)}, seed=1)
+    classes = {"=cmd": (220, 40, 40), "+plus": (40, 200, 60), "accuracy": (30, 60, 220)}
+    data = make_image_folder(str(tmp_path / "photos"), per_class=6, classes=classes)
     base = str(tmp_path / "dataset")
     build_dataset.main(["--data", data, "--output", base, "--val-split", "0.34", "--no-progress"])
-    weights = []
-    real = torch.nn.CrossEntropyLoss
+    train_feature_extraction.main(train_args(tmp_path, base, "warmup", "--epochs", "1"))
+    with open(tmp_path / "output" / "warmup_model_report.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["class"] for r in rows if r["row"] == "class"] == ["'+plus", "'=cmd", "accuracy"]  # sorted folders
+    assert [r["class"] for r in rows if r["row"] == "summary"] == ["accuracy", "balanced accuracy", "macro F1"]
+    images = os.path.join(base, "val", "=cmd")
+    inference.main(["--model", str(tmp_path / "output" / "warmup_model.pth"), "--images", images, "--output",
+                    str(tmp_path / "o"), "--top-k", "3"])
+    with open(tmp_path / "o" / "warmup_model_images.csv") as handle:
+        cells = [cell for row in csv.reader(handle) for cell in row]
+    assert not any(cell.startswith(("=", "+")) for cell in cells) and "'=cmd" in cells
+    assert json.loads((tmp_path / "o" / "warmup_model_images.json").read_text())["predictions"][0]["top"][0]["class"] \
+        in classes  # the JSON keeps the names as they are
 
-    def recording(*args, weight=None, **kwargs):
-        weights.append(weight)
-        return real(*args, weight=weight, **kwargs)
 
-    monkeypatch.setattr(torch.nn, "CrossEntropyLoss", recording)
-    train_feature_extraction.main(train_args(tmp_path, base, "warmup", "--epochs", "1", "--no-report", "--balanced"))
-    train_ds_counts = [len(os.listdir(os.path.join(base, "train", c))) for c in ("big", "small")]
-    total = sum(train_ds_counts)
-    assert weights[-1].tolist() == pytest.approx([total / (2 * n) for n in train_ds_counts])  # sklearn's "balanced"
-    _, meta = checkpoint.load(str(tmp_path / "output" / "warmup_model.pth"))
-    assert meta["config"]["balanced"] is True
-    code = run_cli(train_feature_extraction.main, train_args(tmp_path, base, "warmup", "--epochs", "2", "--resume"))
-    assert code == 2 and "balanced: True then, False now" in error_text(capsys)
-    fine_tune.main(train_args(tmp_path, base, "finetune", "--epochs", "1", "--no-report"))
-    assert weights[-1] is None  # off by default: the tutorial's loss
+def test_dollar_signs_in_names_are_drawn_as_text(tmp_path, trained):
+    _, model = trained
+    photo = tmp_path / "price_$5_$.jpg"
+    Image.fromarray(np.full((40, 40, 3), 200, np.uint8)).save(photo)
+    out = tmp_path / "out"
+    inference.main(["--model", model, "--images", str(photo), "--output", str(out), "--num-workers", "0"])
+    assert (out / "warmup_model_images.png").stat().st_size > 0
+    report.plot_confusion(np.eye(2, dtype=np.int64), ["a$b$", "c$d"], str(tmp_path / "c.png"), title="$x$ report")
+    figures.image_grid(np.zeros((1, 8, 8, 3), np.uint8), ["$\\frac{1}{$"], str(tmp_path / "g.png"), suptitle="$$")

@@ -1,69 +1,23 @@
-"""How good is a model: per-class metrics, a confusion matrix, the most confident mistakes."""
+"""How good is a model: per-class metrics, a confusion matrix, the most confident mistakes,
+written from predictions already made (the engine makes them)."""
 
 from __future__ import annotations
 
 import json
 import os
-import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from . import engine, many_classes, plots
-from .fileio import write_csv, write_text
-from .runtime import Compute
+from ..utils.figures import denormalize, image_grid, plt, save_figure
+from ..utils.fileio import write_csv, write_text
+from . import many_classes
+from .metrics import classification_report, confusion_matrix, format_table
 
 # the files write_report names after the model: <prefix>_report.json and so on
 REPORT_SUFFIXES = ("_report.json", "_report.csv", "_confusion.png", "_mistakes.png", *many_classes.SUFFIXES)
-
-
-def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int) -> np.ndarray:
-    """Rows are true classes, columns predicted ones."""
-    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(matrix, (np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)), 1)
-    return matrix
-
-
-def classification_report(matrix: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
-    """Accuracy plus precision, recall, F1 and support per class (0 where undefined)."""
-    true_positive = np.diag(matrix).astype(float)
-    predicted = matrix.sum(0).astype(float)
-    support = matrix.sum(1).astype(float)
-    precision = np.divide(true_positive, predicted, out=np.zeros_like(true_positive), where=predicted > 0)
-    recall = np.divide(true_positive, support, out=np.zeros_like(true_positive), where=support > 0)
-    denominator = precision + recall
-    f1 = np.divide(2 * precision * recall, denominator, out=np.zeros_like(true_positive), where=denominator > 0)
-    total = int(matrix.sum())
-    return {
-        "accuracy": float(true_positive.sum() / total) if total else 0.0,
-        "count": total,
-        "classes": [
-            {"class": name, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-            for name, p, r, f, s in zip(class_names, precision, recall, f1, support)
-        ],
-        # over every class of the model, as scikit-learn's average="macro" with all labels: a class
-        # absent from the folder and never predicted counts as F1 0
-        "macro_f1": float(f1.mean()) if len(f1) else 0.0,
-        # the mean recall over the classes present, as scikit-learn's balanced_accuracy_score: what
-        # accuracy would be if every class had as many images
-        "balanced_accuracy": float(recall[support > 0].mean()) if (support > 0).any() else 0.0,
-        "confusion_matrix": matrix.tolist(),
-        "class_names": list(class_names),
-    }
-
-
-def format_table(result: dict[str, Any]) -> str:
-    width = max([len("class")] + [len(row["class"]) for row in result["classes"]])
-    lines = [f"{'class':<{width}}  precision  recall     f1  support"]
-    for row in result["classes"]:
-        lines.append(f"{row['class']:<{width}}  {row['precision']:9.4f}  {row['recall']:6.4f}  {row['f1']:5.4f}"
-                     f"  {row['support']:7d}")
-    lines.append(f"{'accuracy':<{width}}  {result['accuracy']:.4f} of {result['count']} images, "
-                 f"macro F1 {result['macro_f1']:.4f} (over all {len(result['classes'])} classes)")
-    return "\n".join(lines)
 
 
 def write_report(probabilities: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str], dataset,
@@ -102,7 +56,7 @@ def write_report(probabilities: torch.Tensor, labels: torch.Tensor, class_names:
         many_classes.plot_recall(result, f"{prefix}_recall.png")
         many_classes.write_tables(result, prefix)
     else:
-        plots.plot_confusion(matrix, class_names, f"{prefix}_confusion.png", title=title)
+        plot_confusion(matrix, class_names, f"{prefix}_confusion.png", title=title)
         for suffix in many_classes.SUFFIXES:  # an earlier many-class report's, describing another model
             if os.path.isfile(f"{prefix}{suffix}"):
                 os.remove(f"{prefix}{suffix}")
@@ -111,7 +65,7 @@ def write_report(probabilities: torch.Tensor, labels: torch.Tensor, class_names:
         images = torch.stack([dataset[i][0] for i in shown])
         titles = [f"true: {class_names[int(labels[i])]}\npredicted: {class_names[int(predictions[i])]} "
                   f"({float(confidence[i]):.2f})" for i in shown]
-        plots.image_grid(plots.denormalize(images, mean, std), titles, f"{prefix}_mistakes.png",
+        image_grid(denormalize(images, mean, std), titles, f"{prefix}_mistakes.png",
                          suptitle="Most confident mistakes")
     elif os.path.exists(f"{prefix}_mistakes.png"):
         os.remove(f"{prefix}_mistakes.png")  # an old picture would describe another model
@@ -134,16 +88,23 @@ def publish(probabilities: torch.Tensor, labels: torch.Tensor, class_names: Sequ
     return result
 
 
-def evaluate_and_report(model: nn.Module, loader: Iterable, class_names: Sequence[str], compute: Compute,
-                        prefix: str, mean: Sequence[float], std: Sequence[float], progress: bool = True,
-                        label_map: Sequence[int] | None = None) -> dict[str, Any]:
-    """Predict every image of ``loader`` (shuffle off), print the table and write the report files.
-
-    ``label_map[folder_label]`` translates the folder's class index into the model's.
-    """
-    started = time.perf_counter()
-    probabilities, labels = engine.predict(model, loader, compute, progress=progress, desc="evaluate")
-    seconds = time.perf_counter() - started
-    if label_map is not None:
-        labels = torch.tensor([label_map[int(label)] for label in labels], dtype=torch.long)
-    return publish(probabilities, labels, class_names, loader.dataset, prefix, mean, std, seconds=seconds)
+def plot_confusion(matrix: np.ndarray, class_names: Sequence[str], path: str, title: str = "") -> None:
+    """Counts on the left, row-normalised (recall per true class) on the right."""
+    rows = matrix.sum(1, keepdims=True)
+    normalised = np.divide(matrix, rows, out=np.zeros_like(matrix, dtype=float), where=rows > 0)
+    size = max(5.0, 0.6 * len(class_names) + 3)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * size + 1, size))
+    for ax, values, label, fmt in ((axes[0], matrix, "counts", "d"), (axes[1], normalised, "row-normalised", ".2f")):
+        ax.imshow(values, cmap="Blues", vmin=0, vmax=values.max() if values.max() > 0 else 1)
+        ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right", parse_math=False)
+        ax.set_yticks(range(len(class_names)), class_names, parse_math=False)
+        ax.set_xlabel("Predicted")
+        ax.set_ylabel("True")
+        ax.set_title(label)
+        threshold = values.max() / 2 if values.max() > 0 else 0.5
+        for (i, j), value in np.ndenumerate(values):
+            ax.text(j, i, format(value, fmt), ha="center", va="center", fontsize=8,
+                    color="white" if value > threshold else "black")
+    fig.suptitle(title or "Confusion matrix", parse_math=False)
+    fig.tight_layout()
+    save_figure(fig, path)

@@ -10,6 +10,8 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageOps
 
+from .fileio import NOT_REGULAR, is_regular_file
+
 # what build_dataset.py copies and ImageFolder reads; matched case-insensitively
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 ORIENTATION = 0x0112  # the EXIF tag
@@ -19,16 +21,6 @@ def is_image_file(path: str) -> bool:
     """An image by its extension, and not a hidden file (macOS ._ forks, editor leftovers)."""
     name = os.path.basename(path)
     return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
-
-
-# why a file named like an image (or a model, a video) was not opened
-NOT_REGULAR = "not a regular file (a pipe, socket or device is never opened)"
-
-
-def is_regular_file(path: str) -> bool:
-    """A plain file (after following links): a FIFO, socket or device named like an image would
-    block or stream forever when opened, so nothing else is ever opened as an image."""
-    return os.path.isfile(path)
 
 
 class ImageFileFilter:

@@ -6,7 +6,6 @@ pixels and encodes the result, so nothing here changes what the model sees.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from collections.abc import Sequence
@@ -17,9 +16,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from . import fileio
-from .errors import UserError
-from .images import load_rgb
+from ..utils import fileio
+from ..utils.errors import UserError
+from ..utils.images import load_rgb
 
 GREEN = (0, 255, 0)  # the label colour of PyImageSearch's OpenCV examples (BGR)
 BLACK = (0, 0, 0)
@@ -28,27 +27,6 @@ WRITABLE = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 MANIFEST = ".annotated.json"  # in an --annotate folder: the files --annotate wrote there
-
-
-@contextlib.contextmanager
-def quiet_opencv(level: str = "LOG_LEVEL_ERROR"):
-    """OpenCV's own log lines (a missing camera, "setPreferableTarget" on every ONNX run) held back
-    for the block: they would bury the one message that matters."""
-    logging = getattr(cv2, "utils", None) and getattr(cv2.utils, "logging", None)
-    if not logging:
-        yield
-        return
-    previous = logging.getLogLevel()
-    logging.setLogLevel(getattr(logging, level))
-    try:
-        yield
-    finally:
-        logging.setLogLevel(previous)
-
-
-def has_display() -> bool:
-    """Whether a window can open (--show): a desktop session, or Windows."""
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or os.name == "nt")
 
 
 def to_bgr(image: Image.Image) -> np.ndarray:

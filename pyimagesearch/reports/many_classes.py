@@ -13,11 +13,10 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 
-from .fileio import write_csv, write_text
-from .plots import _save
+from ..utils.figures import plt, save_figure
+from ..utils.fileio import write_csv, write_text
 
 MANY_CLASSES = 20
 MAX_SIDE_PX, DPI = 4096, 100
@@ -71,7 +70,7 @@ def plot_large_confusion(matrix: np.ndarray, class_names: Sequence[str], path: s
     fig.colorbar(image, ax=ax, fraction=0.03, label="share of the true class (recall on the diagonal)")
     ax.set_title(title + "\nrow-normalised; classes ordered so that confusions cluster", parse_math=False)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_recall(result: dict[str, Any], path: str) -> None:
@@ -87,7 +86,7 @@ def plot_recall(result: dict[str, Any], path: str) -> None:
     ax.set_xlabel("recall (images of the class predicted as it); support in parentheses")
     ax.set_title(f"Recall per class, worst first (balanced accuracy {result['balanced_accuracy']:.3f})")
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def write_tables(result: dict[str, Any], prefix: str) -> None:

@@ -24,10 +24,12 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from . import engine, fileio
-from .annotate import draw_lines, has_display, quiet_opencv
-from .errors import Terminated, UserError
-from .runtime import Compute
+from .. import engine
+from ..utils import fileio
+from ..utils.errors import Terminated, UserError
+from ..utils.opencv import has_display, quiet_opencv
+from ..utils.runtime import Compute
+from .annotate import draw_lines
 
 CODECS = (("mp4v", ".mp4"), ("MJPG", ".avi"))  # the first this OpenCV build can write wins
 

@@ -1,4 +1,4 @@
-"""Command-line pieces every script shares: checked argument types and the runtime flags.
+"""Checked argument types for argparse, and the plot-path check every training script shares.
 
 A bad value stops argparse at once (exit 2, a one-line message naming the flag), before any
 dataset is scanned or model built.
@@ -10,7 +10,6 @@ import argparse
 import math
 import os
 
-from . import config
 from .errors import UserError
 
 # what matplotlib's Agg canvas writes (pgf would need LaTeX, raw/rgba are not pictures)
@@ -69,22 +68,3 @@ def check_plot_path(path: str, flag: str = "--plot") -> None:
     if extension and extension not in PLOT_FORMATS:
         raise UserError(f"{flag} {path}: matplotlib cannot write '.{extension}' pictures. "
                         f"Use one of {', '.join('.' + f for f in PLOT_FORMATS)} (for example '.png').")
-
-
-def runtime_parser() -> argparse.ArgumentParser:
-    """Flags the training scripts and inference share, with one help text each (a parent parser)."""
-    parser = argparse.ArgumentParser(add_help=False)
-    group = parser.add_argument_group("runtime")
-    group.add_argument("--device", default=config.DEVICE, help="cuda, cuda:N, mps or cpu (default: %(default)s)")
-    group.add_argument("--amp", default=config.AMP, help="mixed precision: auto, off, bf16, fp16 (default: %(default)s)")
-    group.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=config.CHANNELS_LAST,
-                       help="channels_last memory format (default: %(default)s)")
-    group.add_argument("--fold-bn", action=argparse.BooleanOptionalAction, default=config.FOLD_BN,
-                       help="fold frozen BatchNorm layers into their convolutions (default: %(default)s)")
-    group.add_argument("--num-workers", type=workers, default=config.NUM_WORKERS,
-                       help="DataLoader worker processes, or auto: most CPU cores on CUDA (the GPU outruns a few "
-                            "workers), at most 4 on CPU (the workers would take the cores the math needs) "
-                            "(default: %(default)s)")
-    group.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
-                       help="tqdm progress bars (default: %(default)s)")
-    return parser

@@ -1,0 +1,105 @@
+"""Flags and config.py values: every bad value or unusable path stops at once, naming the flag or
+setting and the fix, before any image is read.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import build_dataset
+import fine_tune
+import inference
+import train_feature_extraction
+from conftest import (
+    error_text,
+    make_image_folder,
+    train_args,
+)
+from pyimagesearch.utils.errors import run_cli
+
+
+def test_training_without_dataset_names_the_fix(tmp_path, capsys):
+    code = run_cli(fine_tune.main, ["--train", str(tmp_path / "nope" / "train"), "--val", str(tmp_path / "nope"),
+                                    "--weights", "none", "--device", "cpu"])
+    assert code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "nope" in err and "build_dataset.py" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("model,plot", [("m.png", "m.png"), ("out/m.pth", "out/../out/m.pth")])
+def test_a_run_whose_outputs_coincide_is_refused_before_training(tmp_path, splits, capsys, model, plot):
+    args = train_args(tmp_path, splits, "warmup")
+    args[args.index("--model") + 1] = str(tmp_path / model)
+    args[args.index("--plot") + 1] = str(tmp_path / plot)
+    assert run_cli(train_feature_extraction.main, args) == 2
+    err = error_text(capsys)
+    assert "would both be written to" in err or "--plot" in err
+    assert not os.path.exists(tmp_path / model)
+
+
+def test_training_refuses_to_overwrite_a_file_it_did_not_write(tmp_path, splits, capsys):
+    precious = tmp_path / "output" / "warmup_model.pth"
+    precious.parent.mkdir()
+    precious.write_bytes(b"three weeks of someone else's training")
+    code = run_cli(train_feature_extraction.main, train_args(tmp_path, splits, "warmup"))
+    assert code == 2 and "not a checkpoint this project wrote" in error_text(capsys)
+    assert precious.read_bytes() == b"three weeks of someone else's training"
+
+
+@pytest.mark.parametrize("flag,value", [("--lr", "-0.1"), ("--lr", "nan"), ("--lr", "inf"), ("--lr", "0"),
+                                        ("--batch-size", "0"), ("--num-workers", "-1"), ("--epochs", "0"),
+                                        ("--grad-accum-steps", "0"), ("--image-size", "abc")])
+def test_bad_numbers_stop_at_once_naming_the_flag(tmp_path, capsys, flag, value):
+    # the dataset does not exist: had the value got through, the error would be about the folder
+    args = ["--train", str(tmp_path / "none"), "--val", str(tmp_path / "none"), "--weights", "none", flag, value]
+    with pytest.raises(SystemExit) as stopped:
+        fine_tune.main(args)
+    err = error_text(capsys)
+    assert stopped.value.code == 2 and f"argument {flag}" in err and "none" not in err.split(flag)[-1]
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--plot", "{out}/p.txt"], ".txt"),
+    (["--plot", "{file}/warmup.png"], "is a file"),
+    (["--model", "{file}/warmup_model.pth"], "is a file"),
+    (["--model", "{out}"], "is a folder"),
+    (["--image-size", "8"], "--image-size 8"),
+])
+def test_unusable_outputs_are_refused_before_any_image_is_read(tmp_path, capsys, monkeypatch, extra, message):
+    read = []
+    monkeypatch.setattr(train_feature_extraction, "build_model", lambda *a, **k: read.append("model"))
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    (tmp_path / "out").mkdir()
+    extra = [e.format(out=tmp_path / "out", file=a_file) for e in extra]
+    args = ["--train", str(tmp_path / "missing"), "--val", str(tmp_path / "missing"), "--weights", "none", *extra]
+    code = run_cli(train_feature_extraction.main, args)
+    err = error_text(capsys)
+    assert code == 2 and message in err and "missing" not in err and "Traceback" not in err and not read
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--eval-batch-size", "0"], "--eval-batch-size"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--num-workers", "-1"], "--num-workers"),
+    (["--top-k", "0"], "--top-k"),
+])
+def test_inference_numbers_are_checked_by_the_parser(trained, capsys, args, message):
+    with pytest.raises(SystemExit) as stopped:
+        inference.main(["--model", trained[1], *args])
+    assert stopped.value.code == 2 and message in error_text(capsys)
+
+
+def test_file_paths_where_folders_belong_are_one_clear_message(tmp_path, trained, capsys):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    data = make_image_folder(str(tmp_path / "photos"), per_class=2)
+    for script, args in ((inference, ["--model", trained[1], "--output", str(a_file)]),
+                         (build_dataset, ["--data", data, "--output", str(a_file)]),
+                         (build_dataset, ["--data", str(a_file), "--output", str(tmp_path / "ds"), "--download"])):
+        code = run_cli(script.main, args)
+        err = error_text(capsys)
+        assert code == 2 and str(a_file) in err and "Traceback" not in err, (script, err)
+    assert a_file.read_text() == "x"
