@@ -20,6 +20,7 @@ import os
 from collections.abc import Sequence
 
 from pyimagesearch import config
+from pyimagesearch.arguments import CheckedParser
 from pyimagesearch.utils import settings
 from pyimagesearch.utils.cli import int_between
 from pyimagesearch.utils.dataset import (
@@ -38,7 +39,7 @@ from pyimagesearch.utils.errors import UserError, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CheckedParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=config.DATA_PATH, help="source folder of class folders (default: %(default)s)")
     parser.add_argument("--output", default=config.BASE_PATH, help="where train/ and val/ go (default: %(default)s)")
     parser.add_argument("--val-split", type=float, default=config.VAL_SPLIT,

@@ -22,7 +22,7 @@ import argparse
 from collections.abc import Sequence
 
 from pyimagesearch import config
-from pyimagesearch.arguments import runtime_parser
+from pyimagesearch.arguments import CheckedParser, runtime_parser
 from pyimagesearch.inference import annotate, deploy, predict, video
 from pyimagesearch.utils import cli, fileio, settings
 from pyimagesearch.utils.errors import UserError, run_cli
@@ -31,8 +31,8 @@ from pyimagesearch.utils.runtime import seed_everything
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     parents=[runtime_parser()])
+    parser = CheckedParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                           parents=[runtime_parser()])
     parser.add_argument("-m", "--model", required=True,
                         help="a trained checkpoint (.pth), or a model exported with --export (.onnx)")
     parser.add_argument("--images", nargs="+", metavar="PATH", help="image files and/or folders to classify")

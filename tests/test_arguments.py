@@ -103,3 +103,37 @@ def test_file_paths_where_folders_belong_are_one_clear_message(tmp_path, trained
         err = error_text(capsys)
         assert code == 2 and str(a_file) in err and "Traceback" not in err, (script, err)
     assert a_file.read_text() == "x"
+
+
+@pytest.mark.parametrize("script,name,value,flag", [
+    (fine_tune, "NUM_WORKERS", -1, "--num-workers"),
+    (fine_tune, "EPOCHS", 0, "--epochs"),
+    (fine_tune, "LR_FINETUNE", -0.5, "--lr"),
+    (fine_tune, "LR_SCHEDULER", "cosinus", "--lr-scheduler"),
+    (train_feature_extraction, "FEATURE_CACHE", "false", "--feature-cache"),
+    (train_feature_extraction, "FEATURE_CACHE_VIEWS", 1.5, "--cache-views"),
+    (inference, "TOP_K", 0, "--top-k"),
+    (build_dataset, "SEED", 4.5, "--seed"),
+])
+def test_config_values_are_checked_as_their_flags_are(tmp_path, splits, capsys, monkeypatch, script, name, value, flag):
+    from pyimagesearch import config
+
+    monkeypatch.setattr(config, name, value)
+    argv = {fine_tune: train_args(tmp_path, splits, "finetune"), inference: ["--model", str(tmp_path / "m.pth")],
+            train_feature_extraction: train_args(tmp_path, splits, "warmup"),
+            build_dataset: ["--data", str(tmp_path / "photos"), "--output", str(tmp_path / "d")]}[script]
+    with pytest.raises(SystemExit) as stopped:
+        script.main(argv)
+    err = error_text(capsys)
+    assert stopped.value.code == 2 and flag in err and repr(value) in err and "pyimagesearch/config.py" in err and "Traceback" not in err
+    assert not (tmp_path / "output").exists() and not (tmp_path / "d").exists()  # refused before any work
+
+
+@pytest.mark.parametrize("value", ["false", "off", "no", -1, 0])
+def test_a_keep_allocator_memory_that_is_not_a_switch_is_refused(tmp_path, splits, capsys, monkeypatch, value):
+    from pyimagesearch.utils import settings
+
+    monkeypatch.setattr(settings, "KEEP_ALLOCATOR_MEMORY", value)
+    assert run_cli(fine_tune.main, train_args(tmp_path, splits, "finetune")) == 2
+    err = error_text(capsys)
+    assert f"KEEP_ALLOCATOR_MEMORY {value!r}" in err and "pyimagesearch/utils/settings.py" in err
