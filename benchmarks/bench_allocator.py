@@ -90,7 +90,7 @@ def main(argv=None) -> None:
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--train", action="store_true", help="forward and backward, BatchNorm in training mode")
     parser.add_argument("--rounds", type=int, default=1, help="each variant this many times, round robin")
-    parser.add_argument("--output", default=os.path.join(ROOT, "benchmarks", "results_allocator.json"))
+    parser.add_argument("--output", default=os.path.join(ROOT, "benchmarks", "results", "allocator.json"))
     parser.add_argument("--mallopt", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -17,7 +17,7 @@ Usage:
 and for fine-tuning the tutorial's ``zip(model.modules(), model.parameters())`` freezing.
 "Project style" runs this project's scripts (train_feature_extraction.main, fine_tune.main) with
 their defaults. Each run is a separate process, so peak memory is its own. Prints a table and
-writes benchmarks/results.json.
+writes benchmarks/results/latest.json (with the CPU or GPU it ran on).
 
 Feature extraction runs --fe-epochs epochs in every style (tutorial, project without cache,
 project cached with one view and with --views augmented views), so both speed and validation
@@ -361,6 +361,30 @@ VARIANTS = {GLIBC_DEFAULT: ("KEEP_ALLOCATOR_MEMORY", False, "glibc's default all
 PLAIN_RUNTIME = GLIBC_DEFAULT + "+fork-workers+whole-batches"  # glibc as it comes, forked workers, whole batches
 
 
+def machine(device: str) -> str:
+    """The processor the figures belong to: the GPU's name on CUDA, else the CPU's model name,
+    family and whether it has native bf16."""
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
+    model = family = ""
+    flags: list[str] = []
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                key, value = key.strip(), value.strip()
+                model = model or (value if key == "model name" else "")
+                family = family or (value if key == "cpu family" else "")
+                flags = flags or (value.split() if key == "flags" else [])
+    except OSError:
+        pass
+    bf16 = "native bf16" if {"avx512_bf16", "amx_bf16"} & set(flags) else "no native bf16"
+    return (f"{model or 'unknown CPU'} (family {family or '?'}, {bf16}), {os.cpu_count()} cores, "
+            f"torch {torch.__version__}")
+
+
 def split_variant(kind: str) -> tuple[str, dict]:
     """'ft-project+glibc-default+fork-workers' -> ('ft-project', {setting name: value, ...})."""
     settings = {}
@@ -498,7 +522,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=1,
                         help="runs of each timed kind, round robin; the median is reported (default: %(default)s)")
-    parser.add_argument("--output", default=os.path.join(ROOT, "benchmarks", "results.json"))
+    parser.add_argument("--output", default=os.path.join(ROOT, "benchmarks", "results", "latest.json"))
     parser.add_argument("--only", nargs="*", help="run only these measurements")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--dataset", help=argparse.SUPPRESS)
@@ -531,6 +555,8 @@ def main(argv=None) -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results["settings"] = {k: v for k, v in vars(args).items() if k not in ("child", "dataset")}
+    results["machine"] = machine(args.device)
+    print(f"[bench] on {results['machine']}")
     report(results, args)
     usage_table(results, args)
     with open(args.output, "w") as handle:

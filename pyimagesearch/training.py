@@ -76,6 +76,15 @@ def warn_about_short_runs(args: argparse.Namespace, log: Callable[[str], None]) 
                    else "the body is never unfrozen, only the head trains"))
 
 
+def calibration_loader(args: argparse.Namespace, loader_options: dict):
+    """CALIBRATION_IMAGES un-augmented training images drawn with --seed (the same ones on every
+    torchrun process): what the offline stand-in's BatchNorm statistics are measured on."""
+    ds = eval_image_folder(args.train, args.image_size)
+    order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(args.seed))
+    subset = torch.utils.data.Subset(ds, order[:CALIBRATION_IMAGES].tolist())
+    return make_loader(subset, min(32, args.batch_size * 4), False, split_across_processes=False, **loader_options)
+
+
 def write_validation_report(model: nn.Module, val_ds, args: argparse.Namespace, compute: Compute, loader_options: dict,
                             val_predictions: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None) -> None:
     """The report on the validation set, from ``val_predictions`` (probabilities, labels) when the run
@@ -91,10 +100,9 @@ def write_validation_report(model: nn.Module, val_ds, args: argparse.Namespace, 
 
 
 class TrainingSession:
-    """One training script's process: outputs checked, device, precision, loader workers and the C
-    allocator's policy (``trains_body``: fine-tuning) chosen; as a context manager it seeds every
-    generator and, under torchrun, joins the process group, and leaves it on the way out, also
-    when something fails."""
+    """One training script's process: outputs checked; device, precision, loader workers and the C
+    allocator's policy (``trains_body``: fine-tuning) chosen. As a context manager it seeds every
+    generator, joins the torchrun process group and leaves it on the way out, also on failure."""
 
     def __init__(self, args: argparse.Namespace, *, trains_body: bool = False) -> None:
         check_image_size(args.image_size)
@@ -138,7 +146,7 @@ class TrainingSession:
         class imbalance, and how many images, classes and workers the run has."""
         if train_ds.classes != val_ds.classes:
             raise UserError(f"The class folders differ between '{self.args.train}' {train_ds.classes} and "
-                                    f"'{self.args.val}' {val_ds.classes}. Rebuild both with python build_dataset.py.")
+                            f"'{self.args.val}' {val_ds.classes}. Rebuild both with python build_dataset.py.")
         for path in train_ds.skipped + val_ds.skipped:
             self.log(f"[WARN] skipped {path}: {NOT_REGULAR}")
         warning = imbalance_warning(dict(zip(train_ds.classes, class_counts(train_ds))))
@@ -161,19 +169,12 @@ class TrainingSession:
         return load_backbone_weights(self.args.weights)
 
     def calibrate_stand_in(self, model: nn.Module) -> None:
-        """With --weights none only: make the random body the offline stand-in, from CALIBRATION_IMAGES
-        un-augmented training images drawn with --seed (the same on every torchrun process)."""
-        args = self.args
-        if args.weights.lower() != "none":
-            return
-        ds = eval_image_folder(args.train, args.image_size)
-        order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(args.seed))
-        subset = torch.utils.data.Subset(ds, order[:CALIBRATION_IMAGES].tolist())
-        loader = make_loader(subset, min(32, args.batch_size * 4), False, self.num_workers, str(self.device), args.seed,
-                             split_across_processes=False, start_method=self.start_method)
-        seen = offline_stand_in(model, (self.compute.to_device(x) for x, _ in loader))
-        self.log(f"[INFO] --weights none stand-in ready: residual blocks start as the identity, BatchNorm "
-                 f"statistics calibrated on {seen} training images")
+        """With --weights none only: make the random body the offline stand-in (utils/stand_in.py)."""
+        if self.args.weights.lower() == "none":
+            loader = calibration_loader(self.args, self.loader_options)
+            seen = offline_stand_in(model, (self.compute.to_device(x) for x, _ in loader))
+            self.log(f"[INFO] --weights none stand-in ready: residual blocks start as the identity, BatchNorm "
+                     f"statistics calibrated on {seen} training images")
 
     def reseed_per_process(self) -> None:
         """Initial weights are identical on every process by now; augmentation and dropout should not be."""

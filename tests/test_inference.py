@@ -207,10 +207,10 @@ def test_missing_sources_are_one_clear_error(trained, tmp_path, capsys, args, me
     assert code == 2 and message in err and "Traceback" not in err
 
 
-def test_the_readme_snippet_classifies_with_only_cv2_and_numpy(exported, tmp_path):
+def test_the_docs_snippet_classifies_with_only_cv2_and_numpy(exported, tmp_path):
     base, model_path, onnx_path = exported
-    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
-    snippet = re.search(r"<!-- opencv-snippet -->\s*```python\n(.*?)```", readme, re.S).group(1)
+    page = open(os.path.join(ROOT, "docs", "onnx.md"), encoding="utf-8").read()
+    snippet = re.search(r"<!-- opencv-snippet -->\s*```python\n(.*?)```", page, re.S).group(1)
     assert len(snippet.strip().splitlines()) <= 12
     photo = os.path.join(base, "val", "red", sorted(os.listdir(os.path.join(base, "val", "red")))[0])
     code = (snippet.replace("output/finetune_model", os.path.splitext(onnx_path)[0]).replace("my_rose.jpg", photo)
