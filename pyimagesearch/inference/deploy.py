@@ -2,7 +2,7 @@
 
 ``inference.py --model M.pth --export M.onnx`` writes the network and, beside it, ``M.json``
 with what inference needs to feed it (class names, image size, mean/std). Any inference mode
-then takes ``--model M.onnx``; a Raspberry Pi needs only ``cv2`` and ``numpy`` (see README).
+then takes ``--model M.onnx``; a Raspberry Pi needs only ``cv2`` and ``numpy`` (docs/onnx.md).
 """
 
 from __future__ import annotations
