@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -19,6 +20,14 @@ from pathlib import Path
 from conftest import ROOT, make_image_folder
 
 TINY = os.path.join(ROOT, "tests", "tiny.py")
+
+
+def _as_a_background_job() -> None:
+    """The job starts niced, and with SIGINT ignored, as `make test &`, nohup and some CI runners
+    start the suite whatever this process inherited: a job must not rely on Python's own Ctrl-C
+    handler being installed."""
+    os.nice(10)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class Job:
@@ -37,7 +46,7 @@ class Job:
                 # niced a little: mostly on the core the in-process tests leave idle (their wall
                 # time stays the same), yet never starved on a machine busy with something else
                 self.process = subprocess.Popen(self.command, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env,
-                                                cwd=self.folder, preexec_fn=lambda: os.nice(10))
+                                                cwd=self.folder, preexec_fn=_as_a_background_job)
                 code = self.process.wait()
             self.result = subprocess.CompletedProcess(self.command, code, (self.folder / "stdout.txt").read_text(),
                                                       (self.folder / "stderr.txt").read_text())

@@ -219,3 +219,22 @@ def test_a_second_build_of_the_same_output_is_refused_while_one_runs(tmp_path, c
     assert file_contents(base) == before
     build(data, base, "--val-split", "0.5")  # the lock is gone with its holder
     assert not (tmp_path / ".dataset.lock").exists()
+
+
+def test_a_closed_terminal_stops_a_run_as_sigterm_does_and_nohup_keeps_it_going(capsys):
+    """SIGHUP unwinds like SIGTERM (staging removed, the resumable state of the last epoch kept),
+    exit 129; a process started under nohup inherits SIGHUP ignored, and keeps it ignored."""
+    reached = []
+
+    def main(argv):
+        signal.raise_signal(signal.SIGHUP)
+        reached.append("after the signal")
+
+    assert run_cli(main, []) == 129 and reached == []
+    assert "terminated (SIGHUP)" in capsys.readouterr().err
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        assert run_cli(main, []) == 0 and reached == ["after the signal"]
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)

@@ -84,6 +84,9 @@ def run_forked(run: dict) -> int:
             if run.get("compile_backend"):
                 compile_with(run["compile_backend"])
             if run.get("sigint_at_epoch"):
+                # Ctrl-C in a terminal meets Python's own handler; a suite started with SIGINT
+                # ignored (make test &, nohup, some CI runners) would pass the ignoring on
+                signal.signal(signal.SIGINT, signal.default_int_handler)
                 interrupt_at_epoch(script, run["sigint_at_epoch"])
             code = run_cli(script.main, run["argv"])
             sys.stdout.flush()

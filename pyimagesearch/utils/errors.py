@@ -26,25 +26,43 @@ def first_line(error: BaseException) -> str:
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM (a killed job, a closed session): unwinds like Ctrl-C, so staging folders and
-    temporary files are removed on the way out."""
+    """SIGTERM (a killed job) or SIGHUP (its terminal closed): unwinds like Ctrl-C, so staging
+    folders and temporary files are removed on the way out, and a training run keeps the
+    resumable state of its last complete epoch."""
+
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        super().__init__()
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # the shell's convention: 143 for SIGTERM, 129 for SIGHUP
 
 
 def _raise_terminated(signum, frame) -> None:
-    raise Terminated()
+    raise Terminated(signum)
+
+
+# SIGHUP only where it would end the process (its default): under nohup it is ignored, and stays so
+STOPS = (signal.SIGTERM, *((signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ()))
 
 
 @contextlib.contextmanager
 def terminate_like_interrupt():
-    """While the block runs, SIGTERM raises :class:`Terminated` (main thread only)."""
+    """While the block runs, SIGTERM and SIGHUP raise :class:`Terminated` (main thread only),
+    unless the process inherited them ignored (nohup ignores SIGHUP)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    previous = {signum: signal.getsignal(signum) for signum in STOPS}
+    for signum, handler in previous.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(signum, _raise_terminated)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def run_cli(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None) -> int:
@@ -58,9 +76,10 @@ def run_cli(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] 
                                                           break_on_hyphens=False)
         print(f"[ERROR] {message}", file=sys.stderr)
         return error.exit_code
-    except Terminated:
-        print("[ERROR] terminated (SIGTERM); nothing half-written was left behind", file=sys.stderr)
-        return 143
+    except Terminated as stopped:
+        print(f"[ERROR] terminated ({signal.Signals(stopped.signum).name}); nothing half-written was left behind",
+              file=sys.stderr)
+        return stopped.exit_code
     except KeyboardInterrupt:
         print("[ERROR] interrupted", file=sys.stderr)
         return 130
