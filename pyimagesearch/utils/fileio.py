@@ -202,8 +202,10 @@ SPREADSHEET_FORMULA = ("=", "+", "-", "@", "\t", "\r")
 
 def spreadsheet_safe(cell: object) -> object:
     """A text cell that a spreadsheet would run as a formula (a class or file named "=cmd|..."),
-    with an apostrophe in front, as OWASP advises; numbers and other text are unchanged."""
-    if isinstance(cell, str) and cell.startswith(SPREADSHEET_FORMULA):
+    with an apostrophe in front, as OWASP advises. A cell that starts with an apostrophe gets one
+    more, since a spreadsheet hides the first: a class "'=cmd" stays apart from a class "=cmd".
+    Numbers and other text are unchanged."""
+    if isinstance(cell, str) and cell.startswith((*SPREADSHEET_FORMULA, "'")):
         return "'" + cell
     return cell
 
