@@ -36,6 +36,7 @@ from pyimagesearch.utils.dataset import (
 from pyimagesearch.utils.download import FLOWER_CLASSES, DownloadLimits, fetch_dataset
 from pyimagesearch.utils.duplicates import describe, find_duplicates
 from pyimagesearch.utils.errors import UserError, run_cli
+from pyimagesearch.utils.text import printable
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print("[INFO] loading image paths...")
     found = scan(args.data, progress=args.progress, fingerprints=args.find_duplicates)
     for path, reason in found.skipped:
-        print(f"[WARN] skipped {os.path.join(args.data, path)}: {reason}")
+        print(f"[WARN] skipped {printable(os.path.join(args.data, path))}: {reason}")
     groups = find_duplicates(found.fingerprints, args.duplicate_distance, args.progress) if args.find_duplicates else []
     train, val = split(found.images, args.val_split, args.seed, groups)
     for line in describe(groups, os.path.join(args.output, MANIFEST)):

@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import warnings
 
 import cv2
 import numpy as np
@@ -443,3 +444,37 @@ def test_exif_orientation_is_applied_in_every_path(tmp_path):
         torch.manual_seed(0)
         plain = make(str(tmp_path / "plain"))[0][0]
         assert torch.equal(tagged, plain)
+
+
+def test_a_folder_that_is_also_the_annotate_output_is_named_as_the_reason(trained, tmp_path, capsys):
+    base, model = trained
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    first = sorted(os.listdir(os.path.join(base, "val", "red")))[0]
+    shutil.copy(os.path.join(base, "val", "red", first), photos / "p.jpg")
+    (photos / "p_annotated.jpg").write_bytes(b"the user's own picture")
+    code = run_cli(inference.main, ["--model", model, "--images", str(photos), "--annotate", str(photos),
+                                    "--output", str(tmp_path / "o"), "--no-progress"])
+    err = error_text(capsys)
+    assert code == 2 and "--annotate" in err and "a folder of its own" in err and str(photos / "annotated") in err
+    assert "Pass .jpg" not in err
+    assert sorted(os.listdir(photos)) == ["p.jpg", "p_annotated.jpg"]
+    assert (photos / "p_annotated.jpg").read_bytes() == b"the user's own picture"
+
+
+def test_names_with_control_characters_or_glyphs_the_font_lacks_print_and_draw_cleanly(trained, tmp_path, capsys):
+    base, model = trained
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    first = os.path.join(base, "val", "red", sorted(os.listdir(os.path.join(base, "val", "red")))[0])
+    for name in ("two\nlines.jpg", "玫瑰.jpg", "tab\there.jpg"):
+        shutil.copy(first, photos / name)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert run_cli(inference.main, ["--model", model, "--images", str(photos), "--output", str(tmp_path / "o"),
+                                        "--no-progress"]) == 0
+    assert not [w for w in caught if "Glyph" in str(w.message)], [str(w.message) for w in caught]
+    out = capsys.readouterr().out
+    assert "two\\nlines.jpg: " in out and "tab\\there.jpg: " in out and "玫瑰.jpg: " in out
+    assert not [line for line in out.splitlines() if line.startswith("lines.jpg")]  # no name split across lines
+    assert decoded_size(tmp_path / "o" / "warmup_model_images.png")[0] > 100

@@ -31,6 +31,7 @@ from ..utils.fileio import NOT_REGULAR, is_regular_file
 from ..utils.images import is_image_file
 from ..utils.opencv import has_display
 from ..utils.runtime import Compute, resolve_device, resolve_workers
+from ..utils.text import drawable, printable
 from . import deploy
 from .annotate import annotated_names, check_targets, is_annotate_folder
 
@@ -124,16 +125,19 @@ def _collate(batch):
     return images, [item[1] for item in good], [(item[1], item[2]) for item in batch if item[2]]
 
 
-def expand_paths(paths: Sequence[str], skip: Sequence[str] = ()) -> tuple[list[str], list[tuple[str, str]]]:
+def expand_paths(paths: Sequence[str], skip: Sequence[str] = ()) -> tuple[list[str], list[tuple[str, str]], list[str]]:
     """Files given by name, and image files found in given folders; what cannot be read is listed.
-    Folders in ``skip`` (--annotate's) and folders --annotate wrote into are outputs, not inputs."""
-    files, problems = [], []
+    Folders in ``skip`` (--annotate's) and folders --annotate wrote into are outputs, not inputs:
+    the third list names the ones met."""
+    files, problems, outputs_met = [], [], []
     outputs = {os.path.realpath(folder) for folder in skip}
     for path in paths:
         if os.path.isdir(path):
             for folder, dirs, names in os.walk(path):
                 if os.path.realpath(folder) in outputs or is_annotate_folder(folder):
-                    print(f"[INFO] not classifying the photos in {folder}: --annotate wrote them")
+                    why = "--annotate wrote them" if is_annotate_folder(folder) else "it is the --annotate folder"
+                    print(f"[INFO] not classifying the photos in {printable(folder)}: {why}")
+                    outputs_met.append(folder)
                     dirs[:] = []
                     continue
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -151,7 +155,18 @@ def expand_paths(paths: Sequence[str], skip: Sequence[str] = ()) -> tuple[list[s
             problems.append((path, NOT_REGULAR if os.path.exists(path) else "a link to nothing"))
         else:
             problems.append((path, "no such file or folder"))
-    return files, problems
+    return files, problems, outputs_met
+
+
+def _nothing_classified(paths: Sequence[str], problems: list, outputs_met: list[str]) -> UserError:
+    if outputs_met and not problems:
+        folder = outputs_met[0]
+        return UserError(f"No image could be classified: '{printable(folder)}' holds --annotate's output, and "
+                         "photos there are never classified (they would be read back as they are written). Give "
+                         f"--annotate a folder of its own, such as '{printable(os.path.join(folder, 'annotated'))}'.")
+    return UserError(f"No image could be classified: {len(problems)} path(s) skipped (listed above), none "
+                     f"usable among {[printable(p) for p in paths]}. Pass .jpg/.jpeg/.png/.bmp/.webp files or folders "
+                     "holding them.")
 
 
 def classify_files(predictor: Predictor, paths: Sequence[str], output: str, *, top_k: int, batch_size: int,
@@ -159,7 +174,7 @@ def classify_files(predictor: Predictor, paths: Sequence[str], output: str, *, t
     """Top-k classes for each file; writes <stem>_images.json/.csv/.png. Raises UserError when
     nothing could be classified. With ``annotate`` (a folder), what --annotate will write there is
     checked first, and its photos are never inputs."""
-    files, problems = expand_paths(paths, skip=[annotate] if annotate else [])
+    files, problems, outputs_met = expand_paths(paths, skip=[annotate] if annotate else [])
     if annotate:
         check_targets(annotate, [*annotated_names(files), f"{predictor.stem}_montage.jpg"])
     class_names = predictor.class_names
@@ -177,16 +192,15 @@ def classify_files(predictor: Predictor, paths: Sequence[str], output: str, *, t
         for row, i in enumerate(indices):
             top = [{"class": class_names[int(c)], "probability": float(p)} for p, c in zip(values[row], classes[row])]
             rows.append({"path": files[i], "top": top})
-            print(f"{files[i]}: " + ", ".join(f"{t['class']} {t['probability']:.3f}" for t in top))
+            print(f"{printable(files[i])}: " + ", ".join(f"{printable(t['class'])} {t['probability']:.3f}" for t in top))
             if len(shown) < 16:
-                title = f"{os.path.basename(files[i])[:28]}\n{top[0]['class']} ({top[0]['probability']:.2f})"
+                title = f"{drawable(os.path.basename(files[i]))[:28]}\n{drawable(top[0]['class'])} ({top[0]['probability']:.2f})"
                 shown.append((images[row], title))
     seconds = time.perf_counter() - started
     for path, reason in problems:
-        print(f"[WARN] skipped {path}: {reason}")
+        print(f"[WARN] skipped {printable(path)}: {reason}")
     if not rows:
-        raise UserError(f"No image could be classified: {len(problems)} path(s) skipped (listed above), none "
-                        f"usable among {list(paths)}. Pass .jpg/.jpeg/.png/.bmp/.webp files or folders holding them.")
+        raise _nothing_classified(paths, problems, outputs_met)
     stem = os.path.join(output, f"{predictor.stem}_images")
     payload = {"model": model_path, "predictions": rows, "skipped": [{"path": p, "reason": r} for p, r in problems]}
     fileio.write_text(f"{stem}.json", json.dumps(payload, indent=2))
@@ -207,7 +221,7 @@ def evaluate_folder(predictor: Predictor, folder: str, output: str, *, batch_siz
     meta = predictor.meta
     ds = eval_image_folder(folder, meta["image_size"], meta["mean"], meta["std"])
     for path in ds.skipped:
-        print(f"[WARN] skipped {path}: {NOT_REGULAR}")
+        print(f"[WARN] skipped {printable(path)}: {NOT_REGULAR}")
     unknown = [c for c in ds.classes if c not in predictor.class_names]
     if unknown:
         raise UserError(f"'{folder}' has class folders the model does not know: {unknown}. "

@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from ..utils.figures import plt, save_figure
+from ..utils.figures import drawable_lines, plt, save_figure
 from ..utils.fileio import write_csv, write_text
+from ..utils.text import drawable, printable
 
 MANY_CLASSES = 20
 MAX_SIDE_PX, DPI = 4096, 100
@@ -58,7 +59,7 @@ def plot_large_confusion(matrix: np.ndarray, class_names: Sequence[str], path: s
     order = cluster_order(matrix)
     rows = matrix.sum(1, keepdims=True)
     normalised = np.divide(matrix, rows, out=np.zeros_like(matrix, dtype=float), where=rows > 0)[np.ix_(order, order)]
-    names = [class_names[k] for k in order]
+    names = [drawable(class_names[k]) for k in order]
     side = min(MAX_SIDE_PX / DPI, max(8.0, 0.14 * len(names) + 3))
     font = max(3.0, min(8.0, 0.7 * 72 * (side - 3) / len(names)))  # 70 % of each class's pitch, in points
     fig, ax = plt.subplots(figsize=(side, side))
@@ -68,7 +69,7 @@ def plot_large_confusion(matrix: np.ndarray, class_names: Sequence[str], path: s
     ax.set_xlabel("Predicted")
     ax.set_ylabel("True")
     fig.colorbar(image, ax=ax, fraction=0.03, label="share of the true class (recall on the diagonal)")
-    ax.set_title(title + "\nrow-normalised; classes ordered so that confusions cluster", parse_math=False)
+    ax.set_title(drawable_lines(title) + "\nrow-normalised; classes ordered so that confusions cluster", parse_math=False)
     fig.tight_layout()
     save_figure(fig, path)
 
@@ -79,7 +80,7 @@ def plot_recall(result: dict[str, Any], path: str) -> None:
     height = min(MAX_SIDE_PX / DPI, max(4.0, 0.16 * len(rows) + 1.5))
     fig, ax = plt.subplots(figsize=(8, height))
     ax.barh(range(len(rows)), [r["recall"] for r in rows], color="tab:blue")
-    ax.set_yticks(range(len(rows)), [f"{r['class']} ({r['support']})" for r in rows],
+    ax.set_yticks(range(len(rows)), [f"{drawable(r['class'])} ({r['support']})" for r in rows],
                   fontsize=7, parse_math=False)
     ax.invert_yaxis()  # the worst class on top
     ax.set_xlim(0, 1)
@@ -99,15 +100,16 @@ def write_tables(result: dict[str, Any], prefix: str) -> None:
 def summary(result: dict[str, Any], prefix: str, shown: int = 10) -> str:
     """What to look at first: the overall numbers, the worst classes, the most confused pairs."""
     worst = sorted(result["classes"], key=lambda r: (r["recall"], r["class"]))[:shown]
-    width = max(len(r["class"]) for r in worst)
+    width = max(len(printable(r["class"])) for r in worst)
     lines = [f"accuracy {result['accuracy']:.4f} of {result['count']} images, balanced accuracy "
              f"{result['balanced_accuracy']:.4f}, macro F1 {result['macro_f1']:.4f} over {len(result['classes'])} "
              "classes", f"the {len(worst)} classes with the lowest recall:"]
-    lines += [f"  {r['class']:<{width}}  recall {r['recall']:.4f}  f1 {r['f1']:.4f}  support {r['support']}"
+    lines += [f"  {printable(r['class']):<{width}}  recall {r['recall']:.4f}  f1 {r['f1']:.4f}  support {r['support']}"
               for r in worst]
     pairs = result["confused_pairs"][:shown]
     lines.append(f"the {len(pairs)} most confused pairs (true -> predicted):")
-    lines += [f"  {p['true']} -> {p['predicted']}: {p['count']} ({p['share'] * 100:.1f} % of {p['true']})"
+    lines += [f"  {printable(p['true'])} -> {printable(p['predicted'])}: {p['count']} ({p['share'] * 100:.1f} % of "
+              f"{printable(p['true'])})"
               for p in pairs]
     lines.append(f"every class: {prefix}_report.csv; every confused pair: {prefix}_confused_pairs.csv")
     return "\n".join(lines)

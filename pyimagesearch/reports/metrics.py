@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from ..utils.text import printable
+
 
 def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int) -> np.ndarray:
     """Rows are true classes, columns predicted ones."""
@@ -45,10 +47,10 @@ def classification_report(matrix: np.ndarray, class_names: Sequence[str]) -> dic
 
 
 def format_table(result: dict[str, Any]) -> str:
-    width = max([len("class")] + [len(row["class"]) for row in result["classes"]])
+    width = max([len("class")] + [len(printable(row["class"])) for row in result["classes"]])
     lines = [f"{'class':<{width}}  precision  recall     f1  support"]
     for row in result["classes"]:
-        lines.append(f"{row['class']:<{width}}  {row['precision']:9.4f}  {row['recall']:6.4f}  {row['f1']:5.4f}"
+        lines.append(f"{printable(row['class']):<{width}}  {row['precision']:9.4f}  {row['recall']:6.4f}  {row['f1']:5.4f}"
                      f"  {row['support']:7d}")
     lines.append(f"{'accuracy':<{width}}  {result['accuracy']:.4f} of {result['count']} images, "
                  f"macro F1 {result['macro_f1']:.4f} (over all {len(result['classes'])} classes)")

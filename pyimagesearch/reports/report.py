@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..utils.figures import denormalize, image_grid, plt, save_figure
+from ..utils.figures import denormalize, drawable_lines, image_grid, plt, save_figure
 from ..utils.fileio import write_csv, write_text
+from ..utils.text import drawable
 from . import many_classes
 from .metrics import classification_report, confusion_matrix, format_table
 
@@ -93,11 +94,12 @@ def plot_confusion(matrix: np.ndarray, class_names: Sequence[str], path: str, ti
     rows = matrix.sum(1, keepdims=True)
     normalised = np.divide(matrix, rows, out=np.zeros_like(matrix, dtype=float), where=rows > 0)
     size = max(5.0, 0.6 * len(class_names) + 3)
+    names = [drawable(name) for name in class_names]
     fig, axes = plt.subplots(1, 2, figsize=(2 * size + 1, size))
     for ax, values, label, fmt in ((axes[0], matrix, "counts", "d"), (axes[1], normalised, "row-normalised", ".2f")):
         ax.imshow(values, cmap="Blues", vmin=0, vmax=values.max() if values.max() > 0 else 1)
-        ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right", parse_math=False)
-        ax.set_yticks(range(len(class_names)), class_names, parse_math=False)
+        ax.set_xticks(range(len(class_names)), names, rotation=45, ha="right", parse_math=False)
+        ax.set_yticks(range(len(class_names)), names, parse_math=False)
         ax.set_xlabel("Predicted")
         ax.set_ylabel("True")
         ax.set_title(label)
@@ -105,6 +107,6 @@ def plot_confusion(matrix: np.ndarray, class_names: Sequence[str], path: str, ti
         for (i, j), value in np.ndenumerate(values):
             ax.text(j, i, format(value, fmt), ha="center", va="center", fontsize=8,
                     color="white" if value > threshold else "black")
-    fig.suptitle(title or "Confusion matrix", parse_math=False)
+    fig.suptitle(drawable_lines(title or "Confusion matrix"), parse_math=False)
     fig.tight_layout()
     save_figure(fig, path)

@@ -15,6 +15,7 @@ from .duplicates import DuplicateGroup, Fingerprint, fingerprint
 from .errors import UserError
 from .fileio import exclusive, leftovers, new_temp_folder, remove_leftovers
 from .images import check_image, is_image_file
+from .text import printable
 
 MANIFEST = "split.json"  # marks a folder as one this project built, so a rebuild may replace it
 
@@ -221,10 +222,10 @@ def write_splits(source: str, base: str, train: dict[str, list[str]], val: dict[
 
 
 def count_table(train: dict[str, list[str]], val: dict[str, list[str]]) -> str:
-    width = max([len("class")] + [len(label) for label in train])
+    width = max([len("class")] + [len(printable(label)) for label in train])
     lines = [f"{'class':<{width}}  {'train':>6}  {'val':>5}  {'total':>6}"]
     for label in sorted(train):
-        lines.append(f"{label:<{width}}  {len(train[label]):>6}  {len(val[label]):>5}  "
+        lines.append(f"{printable(label):<{width}}  {len(train[label]):>6}  {len(val[label]):>5}  "
                      f"{len(train[label]) + len(val[label]):>6}")
     total_train = sum(map(len, train.values()))
     total_val = sum(map(len, val.values()))

@@ -29,6 +29,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .digest import file_sha256
+from .text import printable
 
 HASH_SIDE = 32  # what PHash reads (it would resize to this itself, without filtering)
 THUMBNAIL_SIDE = 16
@@ -140,7 +141,7 @@ def describe(groups: list[DuplicateGroup], manifest: str, limit: int = 20) -> li
         for group in conflicting[:limit]:
             kind = "identical files" if group.identical else "near duplicates"
             more = f" = ... ({len(group.files) - 6} more)" if len(group.files) > 6 else ""
-            lines.append(f"  {' = '.join(group.files[:6])}{more}  ({kind})")
+            lines.append(f"  {' = '.join(map(printable, group.files[:6]))}{more}  ({kind})")
         if len(conflicting) > limit:
             lines.append(f"  ... and {len(conflicting) - limit} more, listed in {manifest}")
     copies = sum(len(group.files) for group in groups)

@@ -18,8 +18,9 @@ import numpy as np
 import torch
 
 from .fileio import atomic_write
+from .text import drawable
 
-__all__ = ["denormalize", "image_grid", "plt", "save_figure"]
+__all__ = ["denormalize", "drawable_lines", "image_grid", "plt", "save_figure"]
 
 
 def save_figure(fig, path: str) -> None:
@@ -46,7 +47,13 @@ def image_grid(pixels: np.ndarray, titles: Sequence[str], path: str, colors: Seq
         ax.axis("off")
         if i < len(titles):
             ax.imshow(pixels[i])
-            ax.set_title(titles[i], fontsize=9, color=(colors[i] if colors else "black"), parse_math=False)
+            ax.set_title(drawable_lines(titles[i]), fontsize=9, color=(colors[i] if colors else "black"),
+                         parse_math=False)
     if suptitle:
-        fig.suptitle(suptitle, parse_math=False)
+        fig.suptitle(drawable_lines(suptitle), parse_math=False)
     save_figure(fig, path)
+
+
+def drawable_lines(text: str) -> str:
+    """A title of several lines, each line drawable (utils/text.py): the breaks are the caller's."""
+    return "\n".join(drawable(line) for line in str(text).split("\n"))
