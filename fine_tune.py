@@ -113,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if is_main_process():
             session.log_total_time(history)
             checkpointer.save_final(history, args.plot)
-            plots.plot_history(history, args.plot)
+            plots.plot_history(history, args.plot, best_key=checkpointer.best_key)
             session.log(f"[INFO] saved {checkpointer.describe(history)}, {args.plot}")
         session.leave_group_and_report(model, val_ds)
 

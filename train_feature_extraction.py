@@ -143,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if is_main_process():
             session.log_total_time(history)
             checkpointer.save_final(history, args.plot)
-            plots.plot_history(history, args.plot)
+            plots.plot_history(history, args.plot, best_key=checkpointer.best_key)
             session.log(f"[INFO] saved {checkpointer.describe(history)}, {args.plot}")
         session.leave_group_and_report(model, val_ds,
                                        val_predictions=lambda: predict(head, val_feature_loader, compute, progress=False))

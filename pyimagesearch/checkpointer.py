@@ -27,8 +27,10 @@ from .utils.weights import weights_identity
 # what a continuation must share with the run it continues
 RESUME_SETTINGS = ("head", "class_names", "image_size", "weights", "world_size", "feature_cache", "cache_views", "seed",
                    "balanced")
-HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "train_count", "val_count",
-                   "trainable_params", "seconds", "resumed", "stopped_early")
+# what a state from before a setting existed did: it is compared as that
+SETTINGS_BEFORE = {"balanced": False}
+HISTORY_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "val_balanced_acc", "lr", "train_count",
+                   "val_count", "trainable_params", "seconds", "resumed", "stopped_early")
 
 
 def _beside(path: str, suffix: str, default_ext: str = ".pth") -> str:
@@ -106,12 +108,14 @@ class Checkpointer:
         self.train_images = train_images  # a digest of the training files' names, sizes and times
         self.path, self.best_path, self.resume_path = args.model, best_model_path(args.model), resume_path(args.model)
         self.settings = resume_settings(args, head, class_names)
-        self.best_val_acc = -1.0
+        self.best_val_acc = -1.0  # of best_key: what the user asked to optimise
+        self.best_key = "val_balanced_acc" if args.balanced else "val_acc"
         self.saved_epoch = 0
         self.resumed: dict[str, Any] | None = None
         if args.resume:
             self.resumed = resume.load(self.resume_path)
-            resume.check_settings(self.resumed["resume"]["settings"], self.settings, RESUME_SETTINGS, self.resume_path)
+            resume.check_settings(self.resumed["resume"]["settings"], self.settings, RESUME_SETTINGS, self.resume_path,
+                                  before=SETTINGS_BEFORE)
             done = self.resumed["resume"]["epoch"]
             if not isinstance(done, int) or isinstance(done, bool):
                 raise resume.damaged(self.resume_path, f"its epoch is {done!r}")
@@ -166,12 +170,13 @@ class Checkpointer:
         return history
 
     def end_of_epoch(self, history: list[dict[str, Any]]) -> None:
-        """Save the best model when validation accuracy improved, and the resumable state."""
+        """Save the best model when validation accuracy improved (balanced accuracy with --balanced),
+        and the resumable state."""
         record = history[-1]
         epoch = int(record["epoch"])
-        if is_main_process() and record["val_acc"] > self.best_val_acc:
+        if is_main_process() and record[self.best_key] > self.best_val_acc:
             checkpoint.save(self.best_path, self.model, self.meta(epoch, record))
-        self.best_val_acc = max(self.best_val_acc, record["val_acc"])  # the same on every process
+        self.best_val_acc = max(self.best_val_acc, record[self.best_key])  # the same on every process
         rng = gather_objects(resume.rng_state(self.generators))  # a collective: every process takes part
         if is_main_process():
             state = {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict() if self.scaler else None,
@@ -189,6 +194,6 @@ class Checkpointer:
                          ([record.get(c, "") for c in HISTORY_COLUMNS] for record in history))
 
     def describe(self, history: list[dict[str, Any]]) -> str:
-        best = max(history, key=lambda r: r["val_acc"])
-        return (f"{self.path} (final), {self.best_path} (best val accuracy {best['val_acc']:.4f} at epoch "
-                f"{best['epoch']})")
+        best = max(history, key=lambda r: r.get(self.best_key, -1.0))
+        what = "balanced val accuracy" if self.best_key == "val_balanced_acc" else "val accuracy"
+        return f"{self.path} (final), {self.best_path} (best {what} {best[self.best_key]:.4f} at epoch {best['epoch']})"

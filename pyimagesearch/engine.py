@@ -53,12 +53,20 @@ class _Tally:
         self.loss_sum = torch.zeros((), dtype=dtype, device=device)
         self.correct = torch.zeros((), dtype=torch.int64, device=device)
         self.first_bad = torch.full((), -1, dtype=torch.int64, device=device)
+        self.support: torch.Tensor | None = None  # images per true class, and those predicted right
+        self.hits: torch.Tensor | None = None
         self.count, self.batches, self.every = 0, 0, every
 
     def add(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, bar=None) -> None:
         loss = loss.detach()
         self.loss_sum += loss.to(self.loss_sum.dtype) * y.numel()
-        self.correct += (logits.argmax(1) == y).sum()
+        right = logits.argmax(1) == y
+        self.correct += right.sum()
+        if self.support is None:
+            self.support = torch.zeros(logits.shape[1], dtype=torch.int64, device=y.device)
+            self.hits = torch.zeros_like(self.support)
+        self.support += torch.bincount(y, minlength=len(self.support))
+        self.hits += torch.bincount(y[right], minlength=len(self.support))
         bad = (~torch.isfinite(loss)) & (self.first_bad < 0)
         self.first_bad = torch.where(bad, self.batches, self.first_bad)
         self.count += y.numel()
@@ -75,10 +83,16 @@ class _Tally:
             raise _diverged(f"{where}batch {first_bad + 1}")
 
     def summary(self, compute: Compute) -> dict[str, float]:
-        loss_sum, correct, count = all_reduce_sum([self.loss_sum.item(), self.correct.item(), self.count],
-                                                  compute.device)
+        """Loss, accuracy, count, and balanced accuracy (the mean recall over the classes present:
+        scikit-learn's balanced_accuracy_score), summed over every torchrun process."""
+        per_class = [] if self.support is None else [*self.support.tolist(), *self.hits.tolist()]
+        loss_sum, correct, count, *per_class = all_reduce_sum(
+            [self.loss_sum.item(), self.correct.item(), self.count, *per_class], compute.device)
         count = int(count)
-        return {"loss": loss_sum / max(count, 1), "accuracy": correct / max(count, 1), "count": count}
+        support, hits = per_class[:len(per_class) // 2], per_class[len(per_class) // 2:]
+        recalls = [h / s for h, s in zip(hits, support) if s > 0]
+        return {"loss": loss_sum / max(count, 1), "accuracy": correct / max(count, 1), "count": count,
+                "balanced_accuracy": sum(recalls) / len(recalls) if recalls else 0.0}
 
 
 def _features(feature_fn: FeatureFn | None, x: torch.Tensor, compute: Compute) -> torch.Tensor:

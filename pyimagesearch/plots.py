@@ -13,11 +13,12 @@ from matplotlib.ticker import MaxNLocator
 from .utils.figures import plt, save_figure
 
 
-def plot_history(history: Sequence[dict], path: str, title: str = "Training Loss and Accuracy on Dataset") -> None:
+def plot_history(history: Sequence[dict], path: str, title: str = "Training Loss and Accuracy on Dataset",
+                 best_key: str = "val_acc") -> None:
     """The tutorial's ggplot curves, on two panels (loss and accuracy live on different scales),
     with the best validation epoch marked, and where a run was resumed or stopped early."""
     epochs = [r["epoch"] for r in history]
-    best = max(history, key=lambda r: r["val_acc"])
+    best = max(history, key=lambda r: r.get(best_key, -1.0))
     with plt.style.context("ggplot"):
         fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4.5))
         loss_ax.plot(epochs, [r["train_loss"] for r in history], "o-", label="train_loss")
@@ -28,7 +29,7 @@ def plot_history(history: Sequence[dict], path: str, title: str = "Training Loss
         stopped = [r["epoch"] for r in history if r.get("stopped_early")]
         for ax, ylabel in ((loss_ax, "Loss"), (acc_ax, "Accuracy")):
             ax.axvline(best["epoch"], color="gray", linestyle="--", linewidth=1,
-                       label=f"best val_acc {best['val_acc']:.3f} (epoch {best['epoch']})")
+                       label=f"best {best_key} {best[best_key]:.3f} (epoch {best['epoch']})")
             for k, epoch in enumerate(resumed):  # between the last saved epoch and the first resumed one
                 ax.axvline(epoch - 0.5, color="tab:purple", linestyle=":", linewidth=1.5,
                            label="resumed" if k == 0 else None)

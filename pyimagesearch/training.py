@@ -34,6 +34,7 @@ from .utils.fileio import NOT_REGULAR
 from .utils.memory import keep_allocator_memory
 from .utils.runtime import Compute, resolve_device, resolve_workers, seed_everything, start_worker_server, worker_start_method
 from .utils.stand_in import CALIBRATION_IMAGES, STAND_IN, offline_stand_in
+from .utils.text import printable
 from .utils.weights import load_backbone_weights
 
 
@@ -60,6 +61,7 @@ def epoch_record(epoch: int, train: dict[str, float], val: dict[str, float], opt
         "epoch": epoch + 1,
         "train_loss": train["loss"], "train_acc": train["accuracy"], "train_count": train["count"],
         "val_loss": val["loss"], "val_acc": val["accuracy"], "val_count": val["count"],
+        "val_balanced_acc": val["balanced_accuracy"],
         "lr": optimizer.param_groups[0]["lr"], "seconds": seconds,
         "trainable_params": sum(p.numel() for p in unwrap(trained).parameters() if p.requires_grad),
     }
@@ -148,7 +150,7 @@ class TrainingSession:
             raise UserError(f"The class folders differ between '{self.args.train}' {train_ds.classes} and "
                             f"'{self.args.val}' {val_ds.classes}. Rebuild both with python build_dataset.py.")
         for path in train_ds.skipped + val_ds.skipped:
-            self.log(f"[WARN] skipped {path}: {NOT_REGULAR}")
+            self.log(f"[WARN] skipped {printable(path)}: {NOT_REGULAR}")
         warning = imbalance_warning(dict(zip(train_ds.classes, class_counts(train_ds))))
         if warning:
             self.log(warning.replace("the classes are", "the training classes are"))

@@ -125,7 +125,8 @@ def test_config_values_are_checked_as_their_flags_are(tmp_path, splits, capsys, 
     with pytest.raises(SystemExit) as stopped:
         script.main(argv)
     err = error_text(capsys)
-    assert stopped.value.code == 2 and flag in err and repr(value) in err and "pyimagesearch/config.py" in err and "Traceback" not in err
+    assert stopped.value.code == 2 and flag in err and repr(value) in err
+    assert "pyimagesearch/config.py" in err and "Traceback" not in err
     assert not (tmp_path / "output").exists() and not (tmp_path / "d").exists()  # refused before any work
 
 

@@ -43,6 +43,9 @@ def test_evaluate_weights_each_sample_once_with_a_ragged_last_batch():
     assert metrics["count"] == 10
     assert abs(metrics["loss"] - nn.functional.cross_entropy(logits, y).item()) < 1e-6
     assert metrics["accuracy"] == (logits.argmax(1) == y).sum().item() / 10
+    # balanced accuracy: each present class's recall, averaged (what scikit-learn's score computes)
+    recalls = [((logits.argmax(1) == y) & (y == c)).sum().item() / (y == c).sum().item() for c in y.unique().tolist()]
+    assert abs(metrics["balanced_accuracy"] - sum(recalls) / len(recalls)) < 1e-12
 
 
 def test_train_loss_is_the_mean_of_per_batch_losses_weighted_by_batch_size():

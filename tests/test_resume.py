@@ -139,3 +139,14 @@ def test_schedules_longer_than_the_run_and_changed_images_on_resume_are_warned_a
                               "--freeze-epochs", "2", "--resume", "--no-report"))
     out = capsys.readouterr().out
     assert "the training images in" in out and "is not shorter than the run" not in out
+
+
+def test_a_state_from_before_the_balanced_loss_resumes_unweighted_only(tmp_path, finetuned_once, capsys):
+    """Such a state has no "balanced" setting: its epochs were unweighted, so --balanced cannot continue it."""
+    base, path = _resumable_copy(finetuned_once, tmp_path)
+    state = torch.load(path, weights_only=True)
+    del state["resume"]["settings"]["balanced"]
+    torch.save(state, path)
+    code = run_cli(fine_tune.main, train_args(tmp_path, base, "finetune", "--epochs", "2", "--resume", "--balanced"))
+    assert code == 2 and "balanced: False then, True now" in error_text(capsys)
+    assert run_cli(fine_tune.main, train_args(tmp_path, base, "finetune", "--epochs", "2", "--resume", "--no-report")) == 0

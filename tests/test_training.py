@@ -19,6 +19,7 @@ import train_feature_extraction
 from conftest import (
     decoded_size,
     error_text,
+    fine_tune_parser,
     make_image_folder,
     train_args,
 )
@@ -202,3 +203,26 @@ def test_a_non_finite_loss_stops_training_naming_epoch_and_batch(tmp_path, split
     assert code == 2 and "epoch 1, batch" in err and "--lr" in err
     out = tmp_path / "output"
     assert not [f for f in os.listdir(out) if f.endswith(".pth")] if out.exists() else True
+
+
+@pytest.mark.parametrize("balanced,best_epoch", [(False, 1), (True, 2)])
+def test_the_best_checkpoint_is_chosen_by_what_the_run_optimises(tmp_path, splits, balanced, best_epoch):
+    """Epoch 1 has the higher plain accuracy, epoch 2 the higher balanced accuracy: --balanced keeps epoch 2."""
+    from pyimagesearch.checkpointer import Checkpointer
+    from pyimagesearch.model import build_model
+    from pyimagesearch.schedule import EarlyStopping, LearningRate
+
+    args = fine_tune_parser().parse_args(train_args(tmp_path, splits, "finetune", *(["--balanced"] if balanced else [])))
+    os.makedirs(tmp_path / "output")
+    checkpointer = Checkpointer(args, "mlp", ["blue", "green", "red"])
+    model = build_model(3, head="mlp")
+    optimizer = torch.optim.Adam(model.fc.parameters())
+    checkpointer.track(model=model, trained=model.fc, optimizer=optimizer, schedule=LearningRate("none", 1e-3, 2),
+                       stopping=EarlyStopping(0), generators=[])
+    history = []
+    for epoch, (acc, balanced_acc) in enumerate([(0.9, 0.5), (0.8, 0.7)], start=1):
+        history.append({"epoch": epoch, "train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.0, "val_acc": acc,
+                        "val_balanced_acc": balanced_acc, "seconds": 1.0})
+        checkpointer.end_of_epoch(history)
+    assert torch.load(checkpointer.best_path, weights_only=True)["epoch"] == best_epoch
+    assert f"at epoch {best_epoch}" in checkpointer.describe(history)

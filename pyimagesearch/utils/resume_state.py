@@ -84,11 +84,19 @@ def checked_history(history: Any, epoch: int) -> list[dict[str, Any]]:
     return list(history)
 
 
-def check_settings(saved: dict[str, Any], current: dict[str, Any], keys: tuple[str, ...], path: str) -> None:
-    """Refuse to continue a run whose ``keys`` settings differ, naming each difference (a key that an
-    older state file lacks is not compared)."""
-    different = [f"{key}: {saved.get(key)!r} then, {current.get(key)!r} now" for key in keys
-                 if key in saved and saved.get(key) != current.get(key)]
+def check_settings(saved: dict[str, Any], current: dict[str, Any], keys: tuple[str, ...], path: str,
+                   before: dict[str, Any] | None = None) -> None:
+    """Refuse to continue a run whose ``keys`` settings differ, naming each difference. A key that
+    an older state file lacks is compared as ``before[key]``, what such a run did (a run from
+    before --balanced was unweighted), and not compared at all when ``before`` does not say."""
+    before = before or {}
+    different = []
+    for key in keys:
+        if key not in saved and key not in before:
+            continue
+        then = saved.get(key, before.get(key))
+        if then != current.get(key):
+            different.append(f"{key}: {then!r} then, {current.get(key)!r} now")
     if different:
         raise UserError(f"--resume: '{path}' was written with other settings, and training cannot continue across "
                         f"them ({'; '.join(different)}). Use the same settings, or start a new run without --resume "
