@@ -15,6 +15,9 @@ second run replaces the first instead of adding to it.
 
 from __future__ import annotations
 
+import pyimagesearch.utils.ctrl_c_at_start  # noqa: F401  first: Ctrl-C while the rest loads exits quietly
+
+# isort: split
 import argparse
 import os
 from collections.abc import Sequence
@@ -23,19 +26,11 @@ from pyimagesearch import config
 from pyimagesearch.arguments import CheckedParser
 from pyimagesearch.utils import settings
 from pyimagesearch.utils.cli import int_between
-from pyimagesearch.utils.dataset import (
-    MANIFEST,
-    check_target,
-    check_val_split,
-    count_table,
-    imbalance_warning,
-    scan,
-    split,
-    write_splits,
-)
+from pyimagesearch.utils.dataset import MANIFEST, check_target, scan, write_splits
 from pyimagesearch.utils.download import FLOWER_CLASSES, DownloadLimits, fetch_dataset
 from pyimagesearch.utils.duplicates import describe, find_duplicates
 from pyimagesearch.utils.errors import UserError, run_cli
+from pyimagesearch.utils.split import check_val_split, count_table, imbalance_warning, share_warnings, split
 from pyimagesearch.utils.text import printable
 
 
@@ -92,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"[WARN] skipped {printable(os.path.join(args.data, path))}: {reason}")
     groups = find_duplicates(found.fingerprints, args.duplicate_distance, args.progress) if args.find_duplicates else []
     train, val = split(found.images, args.val_split, args.seed, groups)
+    for line in share_warnings(train, val, args.val_split):
+        print(line)
     for line in describe(groups, os.path.join(args.output, MANIFEST)):
         print(line)
 

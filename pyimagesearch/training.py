@@ -26,13 +26,13 @@ from .create_dataloaders import eval_image_folder, make_loader
 from .engine import evaluate_and_report
 from .reports.report import publish
 from .utils import cli, settings
-from .utils.dataset import imbalance_warning
 from .utils.digest import folder_digest
 from .utils.distributed import init_distributed, is_distributed, is_main_process, rank, shutdown_distributed, unwrap, wrap_ddp
 from .utils.errors import UserError
 from .utils.fileio import NOT_REGULAR
 from .utils.memory import keep_allocator_memory
 from .utils.runtime import Compute, resolve_device, resolve_workers, seed_everything, start_worker_server, worker_start_method
+from .utils.split import imbalance_warning
 from .utils.stand_in import CALIBRATION_IMAGES, STAND_IN, offline_stand_in
 from .utils.text import printable
 from .utils.weights import load_backbone_weights

@@ -15,9 +15,10 @@ from PIL import Image, ImageDraw
 
 import build_dataset
 from conftest import error_text, make_image_folder
-from pyimagesearch.utils.dataset import scan, split
+from pyimagesearch.utils.dataset import scan
 from pyimagesearch.utils.duplicates import DuplicateGroup, find_duplicates
 from pyimagesearch.utils.errors import UserError, run_cli
+from pyimagesearch.utils.split import share_warnings, split
 
 
 @pytest.fixture(scope="module")
@@ -156,3 +157,40 @@ def test_finding_copies_in_many_photos_compares_every_pair_once(tmp_path):
     prints["z/zz_copy.jpg"] = type(first)("copy", first.phash ^ 0b101, first.thumbnail)  # 2 bits from a/img_0.jpg
     groups = find_duplicates(prints, max_distance=6, progress=False)
     assert [g.files for g in groups] == [[os.path.join("a", "img_0.jpg"), "z/zz_copy.jpg"]]
+
+
+def _group(*files: str) -> DuplicateGroup:
+    return DuplicateGroup(list(files), identical=True)
+
+
+def test_a_large_group_of_copies_never_takes_a_class_validation_share():
+    images = {"x": [f"x/copy{i}.jpg" for i in range(12)] + [f"x/other{i}.jpg" for i in range(8)],
+              "y": [f"y/{i}.jpg" for i in range(20)]}
+    groups = [_group(*[f"x/copy{i}.jpg" for i in range(12)])]
+    for seed in range(40):
+        train, val = split(images, 0.1, seed, groups)
+        assert len(val["x"]) == 2 and len(val["y"]) == 2, seed  # 10 % of 20, whatever the seed
+        assert not any(path.startswith("x/copy") for path in val["x"])
+        assert share_warnings(train, val, 0.1) == []
+
+
+def test_copies_shared_between_classes_split_at_every_seed_when_a_split_exists():
+    """Class a's 3 photos are each also filed twice under b: a gets its validation image through
+    one of b's groups, whatever the seed."""
+    images = {"a": ["a/1.jpg", "a/2.jpg", "a/3.jpg"],
+              "b": [f"b/{i}{k}.jpg" for i in (1, 2, 3) for k in "xy"] + [f"b/own{i}.jpg" for i in range(6)]}
+    groups = [_group(f"a/{i}.jpg", f"b/{i}x.jpg", f"b/{i}y.jpg") for i in (1, 2, 3)]
+    for seed in range(60):
+        train, val = split(images, 0.1, seed, groups)
+        assert all(train[c] and val[c] for c in images), seed
+        for group in groups:  # each group on one side, whole
+            assert len({path in val[path.split("/")[0]] for path in group.files}) == 1
+
+
+def test_a_class_pushed_off_its_share_by_copies_is_warned_about():
+    images = {"x": [f"x/a{i}.jpg" for i in range(5)] + [f"x/b{i}.jpg" for i in range(5)],
+              "y": [f"y/{i}.jpg" for i in range(10)]}
+    groups = [_group(*[f"x/a{i}.jpg" for i in range(5)]), _group(*[f"x/b{i}.jpg" for i in range(5)])]
+    train, val = split(images, 0.1, 0, groups)
+    assert len(val["x"]) == 5 and len(train["x"]) == 5  # one group whole: the only split there is
+    assert [line for line in share_warnings(train, val, 0.1) if "'x'" in line and "5 of its 10" in line]

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from .duplicates import DuplicateGroup, Fingerprint, fingerprint
+from .duplicates import Fingerprint, fingerprint
 from .errors import UserError
 from .fileio import exclusive, leftovers, new_temp_folder, remove_leftovers
 from .images import check_image, is_image_file
-from .text import printable
 
 MANIFEST = "split.json"  # marks a folder as one this project built, so a rebuild may replace it
 
@@ -79,66 +77,6 @@ def scan(root: str, check: bool = True, progress: bool = True, fingerprints: boo
         if not folder.startswith(".") and os.path.isdir(os.path.join(root, folder)) and folder not in result.images:
             result.skipped.append((folder + os.sep, "class folder with no usable images (left out)"))
     return result
-
-
-def check_val_split(val_split: float) -> None:
-    if not 0 < val_split < 1:
-        raise UserError(f"VAL_SPLIT must be between 0 and 1 (exclusive), not {val_split}; set it in "
-                        "pyimagesearch/config.py or with --val-split.")
-
-
-def split(images: dict[str, list[str]], val_split: float, seed: int,
-          groups: Iterable[DuplicateGroup] = ()) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-    """A seeded split per class, so every class keeps its share in both splits.
-
-    Each of ``groups`` (copies of one photo, possibly in several classes) goes to one side whole:
-    it is dealt with its largest class's images, and a group that would leave its class no
-    training image stays in training. Without groups this is a plain per-class shuffle.
-    """
-    check_val_split(val_split)
-    if len(images) < 2:
-        found = f"only the class {next(iter(images))!r}" if images else "no class folders with usable images"
-        raise UserError(f"The dataset has {found}; a classifier needs at least two classes. Put each class's "
-                        "images in its own folder: <DATA_PATH>/<class>/<image>.jpg.")
-    label_of = {path: label for label, paths in images.items() for path in paths}
-    units: dict[str, list[list[str]]] = {label: [] for label in images}  # class -> its units (lists of paths)
-    grouped: set[str] = set()
-    for group in groups:
-        members = sorted(path for path in group.files if path in label_of)
-        home = max(sorted({label_of[path] for path in members}), key=lambda c: sum(label_of[p] == c for p in members))
-        units[home].append(members)
-        grouped.update(members)
-    for path, label in label_of.items():
-        if path not in grouped:
-            units[label].append([path])
-    val_paths: set[str] = set()
-    rng = random.Random(seed)
-    for label in sorted(images):
-        total = len(images[label])
-        if total < 2:
-            raise UserError(f"Class {label!r} has {total} usable image(s); it needs at least 2 to appear in "
-                            "both the training and the validation split. Add images to it, or remove its folder.")
-        target = min(total - 1, max(1, round(total * val_split)))
-        mine = sorted(units[label])
-        rng.shuffle(mine)
-        in_val = sum(label_of[path] == label for path in val_paths)
-        for unit in mine:
-            if in_val >= target:
-                break
-            own = sum(label_of[path] == label for path in unit)
-            if in_val + own <= total - 1:  # at least one image of the class stays in training
-                val_paths.update(unit)
-                in_val += own
-    train: dict[str, list[str]] = {}
-    val: dict[str, list[str]] = {}
-    for label in sorted(images):
-        val[label] = sorted(path for path in images[label] if path in val_paths)
-        train[label] = sorted(path for path in images[label] if path not in val_paths)
-        if not val[label] or not train[label]:
-            raise UserError(f"Class {label!r} cannot appear in both splits: its {len(images[label])} images are copies of "
-                            "one photo (or of photos in other classes), and copies stay on one side. Add different "
-                            "photos to it, or pass --no-find-duplicates to split copies like any other images.")
-    return train, val
 
 
 def _destination_name(relative: str) -> str:
@@ -219,31 +157,3 @@ def write_splits(source: str, base: str, train: dict[str, list[str]], val: dict[
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-
-
-def count_table(train: dict[str, list[str]], val: dict[str, list[str]]) -> str:
-    width = max([len("class")] + [len(printable(label)) for label in train])
-    lines = [f"{'class':<{width}}  {'train':>6}  {'val':>5}  {'total':>6}"]
-    for label in sorted(train):
-        lines.append(f"{printable(label):<{width}}  {len(train[label]):>6}  {len(val[label]):>5}  "
-                     f"{len(train[label]) + len(val[label]):>6}")
-    total_train = sum(map(len, train.values()))
-    total_val = sum(map(len, val.values()))
-    lines.append(f"{'total':<{width}}  {total_train:>6}  {total_val:>5}  {total_train + total_val:>6}")
-    return "\n".join(lines)
-
-
-IMBALANCE = 5  # the largest class has at least this many times the images of the smallest
-
-
-def imbalance_warning(counts: dict[str, int]) -> str | None:
-    """A warning when the classes' sizes differ by IMBALANCE times or more, else None."""
-    present = {name: count for name, count in counts.items() if count > 0}
-    if len(present) < 2:
-        return None
-    largest, smallest = max(present, key=present.get), min(present, key=present.get)
-    if present[largest] < IMBALANCE * present[smallest]:
-        return None
-    return (f"[WARN] the classes are imbalanced: '{largest}' has {present[largest]} images, "
-            f"{present[largest] / present[smallest]:.0f} times '{smallest}' ({present[smallest]}); accuracy then favours "
-            "the large classes, so judge the model by the report's balanced accuracy and per-class recall")
