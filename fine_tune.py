@@ -15,6 +15,9 @@ the resumable state (output/finetune_model_resume.pth).
 
 from __future__ import annotations
 
+import pyimagesearch.utils.ctrl_c_at_start  # noqa: F401  first: Ctrl-C while the rest loads exits quietly
+
+# isort: split
 import argparse
 import time
 from collections.abc import Sequence

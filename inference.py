@@ -18,6 +18,9 @@ mean/std); nothing needs to match config.py.
 
 from __future__ import annotations
 
+import pyimagesearch.utils.ctrl_c_at_start  # noqa: F401  first: Ctrl-C while the rest loads exits quietly
+
+# isort: split
 import argparse
 from collections.abc import Sequence
 

@@ -13,6 +13,9 @@ resumable state (output/warmup_model_resume.pth) and the cached features (output
 
 from __future__ import annotations
 
+import pyimagesearch.utils.ctrl_c_at_start  # noqa: F401  first: Ctrl-C while the rest loads exits quietly
+
+# isort: split
 import argparse
 import time
 from collections.abc import Sequence

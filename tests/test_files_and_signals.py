@@ -10,6 +10,8 @@ import resource
 import shutil
 import signal
 import stat
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -19,6 +21,7 @@ import fine_tune
 import inference
 import train_feature_extraction
 from conftest import (
+    ROOT,
     build,
     deadline,
     error_text,
@@ -238,3 +241,24 @@ def test_a_closed_terminal_stops_a_run_as_sigterm_does_and_nohup_keeps_it_going(
         assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGHUP, previous)
+
+
+def test_ctrl_c_while_a_script_loads_exits_130_in_one_line():
+    """A terminal's Ctrl-C during the second or more that torch takes to import."""
+    command = ("import pyimagesearch.utils.ctrl_c_at_start, os, signal; os.kill(os.getpid(), signal.SIGINT); "
+               "import torch, time; time.sleep(30)")
+    done = subprocess.run([sys.executable, "-c", command], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as from a terminal
+    assert done.returncode == 130 and done.stderr == "[ERROR] interrupted\n"
+
+
+def test_once_the_script_runs_ctrl_c_unwinds_as_usual():
+    from pyimagesearch.utils import ctrl_c_at_start
+
+    seen = []
+    previous = signal.signal(signal.SIGINT, ctrl_c_at_start._exit_quietly)
+    try:
+        assert run_cli(lambda argv: seen.append(signal.getsignal(signal.SIGINT)), []) == 0
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert seen == [signal.default_int_handler]

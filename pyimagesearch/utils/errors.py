@@ -67,6 +67,9 @@ def terminate_like_interrupt():
 
 def run_cli(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None) -> int:
     """Run a script's ``main`` and turn user errors into a short message and an exit code."""
+    if threading.current_thread() is threading.main_thread() and \
+            getattr(signal.getsignal(signal.SIGINT), "__module__", "").endswith("ctrl_c_at_start"):
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # the imports are done: Ctrl-C unwinds again
     try:
         with terminate_like_interrupt():
             main(argv)
