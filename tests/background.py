@@ -163,7 +163,48 @@ def forked_runs(root: Path) -> Job:
     return Job([sys.executable, TINY, "--stages", str(root / "stages.json")], root)
 
 
+def long_class_names() -> list[str]:
+    """300 classes with names of about 145 characters, words drawn at random (as varied as real
+    names, which a PNG cannot compress as it would one name repeated): a report's pictures must
+    stay legible and small."""
+    import random
+
+    words = ["rosa", "tulipa", "helianthus", "taraxacum", "bellis", "perennis", "officinale", "annuus", "gesneriana",
+             "canina", "alba", "rubra", "sylvestris", "japonica", "orientalis", "montana", "variegata", "hybrida"]
+    rng = random.Random(0)
+    names = []
+    for k in range(300):
+        name = f"{k:03d}"
+        while len(name) < 140:
+            name += "_" + rng.choice(words) + str(rng.randrange(100))
+        names.append(name)
+    return names
+
+
+MANY_CLASSES_REPORT = """
+import sys, torch
+sys.path.insert(0, sys.argv[2])
+from background import long_class_names
+from pyimagesearch.reports import report
+
+class Images(torch.utils.data.Dataset):
+    def __init__(self, labels): self.labels = labels
+    def __len__(self): return len(self.labels)
+    def __getitem__(self, i): return torch.zeros(3, 8, 8), int(self.labels[i])
+
+labels = torch.arange(300).repeat_interleave(2)
+probabilities = torch.nn.functional.one_hot((labels + (labels % 7 == 0)) % 300, 300).float()
+report.write_report(probabilities, labels, long_class_names(), Images(labels), "m", [0.5] * 3, [0.5] * 3)
+"""
+
+
+def many_classes_report(root: Path) -> Job:
+    """The report of 300 long-named classes (about 10 s of drawing text): on the idle core."""
+    return Job([sys.executable, "-c", MANY_CLASSES_REPORT, str(root), os.path.join(ROOT, "tests")], root)
+
+
 # in the order the tests that read them run (tests/conftest.py puts those last, by file)
-JOBS = {"torchrun_launch": torchrun_launch, "forked_runs": forked_runs}
+JOBS = {"torchrun_launch": torchrun_launch, "forked_runs": forked_runs, "many_classes_report": many_classes_report}
 # the fixtures (tests/conftest.py) that read each job
-READERS = {"torchrun_launch": "torchrun_launch", "sigint_runs": "forked_runs", "compiled_runs": "forked_runs"}
+READERS = {"torchrun_launch": "torchrun_launch", "sigint_runs": "forked_runs", "compiled_runs": "forked_runs",
+           "many_classes_report": "many_classes_report"}

@@ -83,6 +83,12 @@ def sigint_runs(background_jobs):
 
 
 @pytest.fixture(scope="session")
+def many_classes_report(background_jobs):
+    """The folder of a report over 300 long-named classes (tests/background.py), once it is written."""
+    return _runs_folder(background_jobs["many_classes_report"])
+
+
+@pytest.fixture(scope="session")
 def compiled_runs(background_jobs):
     """The --compile runs of both scripts: their folder, once they ended."""
     return _runs_folder(background_jobs["forked_runs"]) / "compile"

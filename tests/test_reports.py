@@ -215,3 +215,18 @@ def test_dollar_signs_in_names_are_drawn_as_text(tmp_path, trained):
     assert (out / "warmup_model_images.png").stat().st_size > 0
     report.plot_confusion(np.eye(2, dtype=np.int64), ["a$b$", "c$d"], str(tmp_path / "c.png"), title="$x$ report")
     figures.image_grid(np.zeros((1, 8, 8, 3), np.uint8), ["$\\frac{1}{$"], str(tmp_path / "g.png"), suptitle="$$")
+
+
+def test_three_hundred_long_class_names_keep_the_pictures_small(many_classes_report):
+    from background import long_class_names
+    from pyimagesearch.reports import many_classes
+    from pyimagesearch.utils.text import shortened
+
+    prefix = many_classes_report / "m"
+    assert "Warning" not in (many_classes_report / "stderr.txt").read_text()  # matplotlib's tight layout fits
+    for picture in ("_confusion.png", "_recall.png"):
+        assert os.path.getsize(f"{prefix}{picture}") <= 2.5 * 2**20, picture
+    names = long_class_names()
+    assert len(shortened(names[0], many_classes.LABEL_WIDTH)) == many_classes.LABEL_WIDTH < len(names[0])
+    with open(f"{prefix}_report.csv") as handle:  # the tables keep every name whole
+        assert {row["class"] for row in csv.DictReader(handle) if row["row"] == "class"} == set(names)

@@ -17,10 +17,13 @@ import numpy as np
 
 from ..utils.figures import drawable_lines, plt, save_figure
 from ..utils.fileio import write_csv, write_text
-from ..utils.text import drawable, printable
+from ..utils.text import drawable, printable, shortened
 
 MANY_CLASSES = 20
 MAX_SIDE_PX, DPI = 4096, 100
+# class names longer than this are cut in the middle on the pictures (the CSV tables keep them whole):
+# a 145-character name took a quarter of a 4096 px picture's width and grew its file past 4 MB
+LABEL_WIDTH = 32
 SUFFIXES = ("_confused_pairs.json", "_confused_pairs.csv", "_recall.png")
 
 
@@ -59,7 +62,7 @@ def plot_large_confusion(matrix: np.ndarray, class_names: Sequence[str], path: s
     order = cluster_order(matrix)
     rows = matrix.sum(1, keepdims=True)
     normalised = np.divide(matrix, rows, out=np.zeros_like(matrix, dtype=float), where=rows > 0)[np.ix_(order, order)]
-    names = [drawable(class_names[k]) for k in order]
+    names = [shortened(drawable(class_names[k]), LABEL_WIDTH) for k in order]
     side = min(MAX_SIDE_PX / DPI, max(8.0, 0.14 * len(names) + 3))
     font = max(3.0, min(8.0, 0.7 * 72 * (side - 3) / len(names)))  # 70 % of each class's pitch, in points
     fig, ax = plt.subplots(figsize=(side, side))
@@ -80,7 +83,7 @@ def plot_recall(result: dict[str, Any], path: str) -> None:
     height = min(MAX_SIDE_PX / DPI, max(4.0, 0.16 * len(rows) + 1.5))
     fig, ax = plt.subplots(figsize=(8, height))
     ax.barh(range(len(rows)), [r["recall"] for r in rows], color="tab:blue")
-    ax.set_yticks(range(len(rows)), [f"{drawable(r['class'])} ({r['support']})" for r in rows],
+    ax.set_yticks(range(len(rows)), [f"{shortened(drawable(r['class']), LABEL_WIDTH)} ({r['support']})" for r in rows],
                   fontsize=7, parse_math=False)
     ax.invert_yaxis()  # the worst class on top
     ax.set_xlim(0, 1)

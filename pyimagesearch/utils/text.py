@@ -40,3 +40,10 @@ def _escape(ch: str) -> str:
     return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
+def shortened(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters in the middle, where long class names that share a
+    beginning or an end still differ: ``daisy_..._garden_2``."""
+    if len(text) <= width:
+        return text
+    head = (width - 1) // 2
+    return f"{text[:head]}\u2026{text[len(text) - (width - 1 - head):]}"
