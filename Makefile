@@ -1,6 +1,7 @@
 # make run   - the tutorial end to end: dataset split, feature extraction, fine-tuning, inference
 # make test  - the test suite (offline, about a minute on 2 CPU cores)
 # make demo  - the whole pipeline offline on a small generated image folder (--weights none)
+# make gpu-check - on a machine with a CUDA GPU: its tests, training, torchrun, benchmark rows, inference speed
 # Each target creates .venv and installs requirements on first use.
 
 PYTHON ?= python3
@@ -8,7 +9,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test demo lint bench clean
+.PHONY: run test demo lint bench gpu-check gpu-deps clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +41,13 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_training.py
+
+gpu-check: $(STAMP)
+	$(PY) benchmarks/gpu_check.py
+
+# what a bare GPU image lacks, unpacked into .gpu-deps/ to carry there (docs/speed.md, GPUs)
+gpu-deps: $(STAMP)
+	rm -rf .gpu-deps && $(PY) -m pip install --quiet --no-deps --target .gpu-deps imutils
 
 clean:
 	rm -rf demo output/*.png output/*.pth output/*.json output/*.csv output/*.onnx output/feature_cache output/annotated

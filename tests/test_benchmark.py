@@ -106,3 +106,25 @@ def test_usage_table_shows_the_training_passes_apart_from_the_whole_run(capsys):
     assert lines["whole run"] == ["5.000", "0.5000", "10.0%", "250"]  # 100 s, 20 images
     assert lines["training passes"] == ["2.800", "0.3500", "12.5%", "155"]
     assert lines["passes after"] == ["1st", "2.000", "0.1000", "5.0%", "10"]
+
+
+def test_the_gpu_check_says_in_one_line_that_there_is_no_gpu(tmp_path, capsys, monkeypatch):
+    import gpu_check
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert gpu_check.main(["--output", str(tmp_path / "gpu.json")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "no CUDA GPU" in out and not (tmp_path / "gpu.json").exists()
+
+
+def test_a_gpu_check_step_that_fails_is_recorded_and_the_others_still_run(capsys):
+    import gpu_check
+
+    report = {}
+    gpu_check.step(report, "broken", lambda: 1 / 0)
+    gpu_check.step(report, "failing command", lambda: {"nproc_1": {"exit_code": 1}})
+    gpu_check.step(report, "fine", lambda: {"exit_code": 0, "value": 3})
+    assert report["broken"]["ok"] is False and "ZeroDivisionError" in report["broken"]["error"]
+    assert report["failing command"]["ok"] is False and report["fine"]["ok"] is True
+    assert report["fine"]["result"]["value"] == 3

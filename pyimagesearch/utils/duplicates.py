@@ -20,6 +20,7 @@ picture to this check.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -29,12 +30,23 @@ from PIL import Image
 from tqdm import tqdm
 
 from .digest import file_sha256
+from .errors import UserError
 from .text import printable
 
 HASH_SIDE = 32  # what PHash reads (it would resize to this itself, without filtering)
 THUMBNAIL_SIDE = 16
 THUMBNAIL_TOLERANCE = 2.5  # mean absolute difference, in 8-bit levels, of two near duplicates' thumbnails
-_PHASH = cv2.img_hash.PHash_create()
+
+
+@functools.cache
+def _phash():
+    """OpenCV contrib's perceptual hash, made once: opencv-contrib-python has it, a plain
+    opencv-python does not (and then only the duplicate check needs the contrib package)."""
+    if not hasattr(cv2, "img_hash"):
+        raise UserError("Finding duplicates needs OpenCV's contrib module (cv2.img_hash), and this OpenCV has none: "
+                        "pip install opencv-contrib-python (without opencv-python beside it), or pass "
+                        "--no-find-duplicates.")
+    return cv2.img_hash.PHash_create()
 
 
 @dataclass(frozen=True)
@@ -55,7 +67,7 @@ def fingerprint(path: str, image: Image.Image) -> Fingerprint:
     copy would hash unlike its original only because it was decoded at another size.
     """
     small = image.resize((HASH_SIDE, HASH_SIDE), Image.Resampling.BOX)
-    phash = int.from_bytes(_PHASH.compute(np.ascontiguousarray(np.asarray(small)[:, :, ::-1])).tobytes(), "big")  # BGR
+    phash = int.from_bytes(_phash().compute(np.ascontiguousarray(np.asarray(small)[:, :, ::-1])).tobytes(), "big")  # BGR
     thumbnail = np.asarray(small.resize((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.BOX))
     return Fingerprint(file_sha256(path), phash, thumbnail)
 

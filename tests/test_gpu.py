@@ -1,0 +1,70 @@
+"""The CUDA paths, on a real GPU: skipped without one; `make gpu-check` runs them first.
+
+Mixed precision in bf16 and fp16 (with its gradient scaler), channels_last, the feature cache and
+inference on the GPU, and a checkpoint trained there that loads on the CPU.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import fine_tune
+import inference
+import train_feature_extraction
+from conftest import build, make_image_folder, train_args
+from pyimagesearch import checkpoint
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (make gpu-check)")]
+
+
+@pytest.fixture
+def splits(tmp_path):
+    """dataset/{train,val}, split without the duplicate check: a GPU image's OpenCV may lack contrib."""
+    base = str(tmp_path / "dataset")
+    build(make_image_folder(str(tmp_path / "photos")), base, "--val-split", "0.34", "--no-find-duplicates")
+    return base
+
+
+def _cuda_args(tmp_path, splits, name: str, *extra: str) -> list[str]:
+    args = train_args(tmp_path, splits, name, "--epochs", "2", *extra)
+    args[args.index("--device") + 1] = "cuda"
+    return args
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_fine_tuning_trains_on_the_gpu_in_mixed_precision_and_loads_on_the_cpu(tmp_path, splits, amp):
+    if amp == "bf16" and torch.cuda.get_device_capability()[0] < 8:
+        pytest.skip("bf16 needs compute capability 8.0")
+    fine_tune.main(_cuda_args(tmp_path, splits, "finetune", "--amp", amp, "--channels-last"))
+    history = json.loads((tmp_path / "output" / "finetune_history.json").read_text())
+    assert len(history) == 2 and all(torch.isfinite(torch.tensor(r["train_loss"])) for r in history)
+    model, meta = checkpoint.load(str(tmp_path / "output" / "finetune_model.pth"), device="cpu")
+    assert next(model.parameters()).device.type == "cpu" and meta["epoch"] == 2
+
+
+def test_auto_precision_picks_bf16_on_ampere_and_newer_fp16_before():
+    from pyimagesearch.utils.runtime import resolve_amp
+
+    expected = torch.bfloat16 if torch.cuda.get_device_capability()[0] >= 8 else torch.float16
+    assert resolve_amp("auto", torch.device("cuda")) == expected
+
+
+def test_feature_extraction_on_the_gpu_reuses_its_cache_and_predicts_as_the_cpu_does(tmp_path, splits, capsys):
+    args = _cuda_args(tmp_path, splits, "warmup")
+    train_feature_extraction.main(args)
+    train_feature_extraction.main([*args, "--lr", "0.0005"])
+    assert "the body does not run" in capsys.readouterr().out
+    model = str(tmp_path / "output" / "warmup_model.pth")
+    rows = {}
+    for device in ("cuda", "cpu"):
+        out = tmp_path / device
+        inference.main(["--model", model, "--images", f"{splits}/val", "--output", str(out), "--device", device,
+                        "--amp", "off", "--num-workers", "0", "--no-progress"])
+        rows[device] = json.loads((out / "warmup_model_images.json").read_text())["predictions"]
+    for gpu, cpu in zip(rows["cuda"], rows["cpu"]):
+        assert gpu["path"] == cpu["path"] and gpu["top"][0]["class"] == cpu["top"][0]["class"]
+        assert abs(gpu["top"][0]["probability"] - cpu["top"][0]["probability"]) < 1e-3
