@@ -23,9 +23,8 @@ import os
 from collections.abc import Sequence
 
 from pyimagesearch import config
-from pyimagesearch.arguments import CheckedParser
 from pyimagesearch.utils import settings
-from pyimagesearch.utils.cli import int_between
+from pyimagesearch.utils.cli import CheckedParser, int_between
 from pyimagesearch.utils.dataset import MANIFEST, check_target, scan, write_splits
 from pyimagesearch.utils.download import FLOWER_CLASSES, DownloadLimits, fetch_dataset
 from pyimagesearch.utils.duplicates import describe, find_duplicates

@@ -25,9 +25,10 @@ import argparse
 from collections.abc import Sequence
 
 from pyimagesearch import config
-from pyimagesearch.arguments import CheckedParser, runtime_parser
+from pyimagesearch.arguments import runtime_parser
 from pyimagesearch.inference import annotate, deploy, predict, video
 from pyimagesearch.utils import cli, fileio, settings
+from pyimagesearch.utils.cli import CheckedParser
 from pyimagesearch.utils.errors import UserError, run_cli
 from pyimagesearch.utils.memory import keep_allocator_memory
 from pyimagesearch.utils.runtime import seed_everything

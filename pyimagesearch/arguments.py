@@ -12,43 +12,9 @@ from . import config
 from .checkpoint import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from .schedule import SCHEDULES
 from .utils import cli
+from .utils.cli import CheckedParser
 from .utils.errors import UserError
 from .utils.stand_in import STAND_IN
-
-
-class CheckedParser(argparse.ArgumentParser):
-    """An ArgumentParser whose defaults, config.py's values, go through each flag's own check
-    (argparse checks a value typed on the command line, but not a default that is not a string):
-    ``NUM_WORKERS = -1`` is refused as ``--num-workers -1`` is, before any work starts."""
-
-    def parse_known_args(self, args=None, namespace=None):
-        for action in self._actions:
-            problem = _default_problem(action)
-            if problem:
-                self.error(f"{'/'.join(action.option_strings)}: its default {action.default!r}, from "
-                           f"pyimagesearch/config.py, {problem}; fix the value there or pass the flag")
-        return super().parse_known_args(args, namespace)
-
-
-def _default_problem(action: argparse.Action) -> str | None:
-    """What is wrong with a flag's default, or None. argparse itself converts a string default with
-    the flag's type, but checks neither its choices nor a default of another type."""
-    default = action.default
-    if not action.option_strings or default is None or default is argparse.SUPPRESS:
-        return None
-    if isinstance(action, argparse.BooleanOptionalAction):
-        return None if isinstance(default, bool) else "must be True or False"
-    if action.choices is not None and default not in action.choices:
-        return f"must be one of {', '.join(map(str, action.choices))}"
-    if isinstance(default, str) or action.type is None:
-        return None
-    if isinstance(default, bool):
-        return "must be a number, not True or False"
-    try:
-        action.type(str(default))
-    except (argparse.ArgumentTypeError, ValueError, TypeError) as error:
-        return str(error)
-    return None
 
 
 def runtime_parser() -> argparse.ArgumentParser:

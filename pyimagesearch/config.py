@@ -56,12 +56,13 @@ SEED = 42
 DOWNLOAD = False
 DATASET_URL = "https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz"
 DOWNLOAD_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "flowers-transfer")
-# build_dataset.py finds exact copies (identical bytes) and near duplicates (re-encoded or rescaled
-# copies: perceptual hashes at most DUPLICATE_DISTANCE of 64 bits apart, and alike in a 16 x 16 thumbnail), lists
+# build_dataset.py finds exact copies (identical bytes) and near duplicates (re-encoded, rescaled,
+# mirrored or quarter-turned copies: perceptual hashes at most DUPLICATE_DISTANCE of 64 bits apart,
+# and alike in a 16 x 16 thumbnail; docs/your-own-photos.md says how these were calibrated), lists
 # those filed under two classes, and keeps each group of copies on one side of the split, so that no
 # photo is validated against its own copy; --no-find-duplicates splits them like any other images
 FIND_DUPLICATES = True
-DUPLICATE_DISTANCE = 6
+DUPLICATE_DISTANCE = 8
 
 # optimizer steps every N batches, the remainder flushed at the end of each epoch; 1 = no accumulation.
 # (The tutorial's `if (i + 2) % 2 == 0` stepped on every other batch, summing two batches'

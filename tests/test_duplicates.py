@@ -153,8 +153,10 @@ def test_finding_copies_in_many_photos_compares_every_pair_once(tmp_path):
     prints = dict(found.fingerprints)
     first = prints[os.path.join("a", "img_0.jpg")]
     for i in range(5000):  # distinct hashes far from every photo's
-        prints[f"z/{i:05d}.jpg"] = type(first)(f"{i}", int(rng.integers(0, 2**63)) | (1 << 63), np.zeros_like(first.thumbnail))
-    prints["z/zz_copy.jpg"] = type(first)("copy", first.phash ^ 0b101, first.thumbnail)  # 2 bits from a/img_0.jpg
+        hashes = tuple(int(rng.integers(0, 2**63)) | (1 << 63) for _ in first.phashes)
+        prints[f"z/{i:05d}.jpg"] = type(first)(f"{i}", hashes, np.zeros_like(first.thumbnail))
+    copy = tuple(h ^ 0b101 for h in first.phashes)  # 2 bits from a/img_0.jpg in every orientation
+    prints["z/zz_copy.jpg"] = type(first)("copy", copy, first.thumbnail)
     groups = find_duplicates(prints, max_distance=6, progress=False)
     assert [g.files for g in groups] == [[os.path.join("a", "img_0.jpg"), "z/zz_copy.jpg"]]
 
@@ -194,3 +196,31 @@ def test_a_class_pushed_off_its_share_by_copies_is_warned_about():
     train, val = split(images, 0.1, 0, groups)
     assert len(val["x"]) == 5 and len(train["x"]) == 5  # one group whole: the only split there is
     assert [line for line in share_warnings(train, val, 0.1) if "'x'" in line and "5 of its 10" in line]
+
+
+def _real_photo(size: tuple[int, int], box: tuple[int, int, int, int] = (0, 60, 512, 384)) -> Image.Image:
+    """A real photo (matplotlib ships Grace Hopper's portrait), cropped and resized."""
+    from matplotlib import cbook
+
+    with Image.open(cbook.get_sample_data("grace_hopper.jpg")) as photo:
+        return photo.convert("RGB").crop(box).resize(size, Image.Resampling.LANCZOS)
+
+
+def test_small_photos_and_their_resized_mirrored_and_turned_copies_are_grouped(tmp_path):
+    """A 262 x 166 photo and its copy at 90 % re-encoded at quality 70 used to be decoded at
+    different scales by the check's draft mode, and split apart; training's flips and rotations make
+    mirrored and turned copies leak as much as identical ones."""
+    root = tmp_path / "photos"
+    for label in ("a", "b"):
+        (root / label).mkdir(parents=True)
+    original = _real_photo((262, 166))
+    original.save(root / "a" / "original.jpg", quality=90)
+    original.resize((236, 149), Image.Resampling.LANCZOS).save(root / "b" / "smaller.jpg", quality=70)
+    original.resize((131, 83), Image.Resampling.LANCZOS).save(root / "b" / "half.png")
+    original.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(root / "b" / "mirrored.jpg", quality=85)
+    original.transpose(Image.Transpose.ROTATE_90).save(root / "b" / "turned.jpg", quality=85)
+    _real_photo((262, 166), box=(0, 300, 512, 600)).save(root / "a" / "another_part.jpg", quality=90)
+    found = scan(str(root), progress=False, fingerprints=True)
+    groups = find_duplicates(found.fingerprints, max_distance=8, progress=False)
+    assert [sorted(g.files) for g in groups] == [sorted(os.path.join(*p) for p in (
+        ("a", "original.jpg"), ("b", "smaller.jpg"), ("b", "half.png"), ("b", "mirrored.jpg"), ("b", "turned.jpg")))]

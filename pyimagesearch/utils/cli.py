@@ -1,4 +1,5 @@
-"""Checked argument types for argparse, and the plot-path check every training script shares.
+"""Checked argument types for argparse, a parser that checks its defaults (config.py's values) as
+it checks typed values, and the plot-path check every training script shares.
 
 A bad value stops argparse at once (exit 2, a one-line message naming the flag), before any
 dataset is scanned or model built.
@@ -68,3 +69,38 @@ def check_plot_path(path: str, flag: str = "--plot") -> None:
     if extension and extension not in PLOT_FORMATS:
         raise UserError(f"{flag} {path}: matplotlib cannot write '.{extension}' pictures. "
                         f"Use one of {', '.join('.' + f for f in PLOT_FORMATS)} (for example '.png').")
+
+
+class CheckedParser(argparse.ArgumentParser):
+    """An ArgumentParser whose defaults, config.py's values, go through each flag's own check
+    (argparse checks a value typed on the command line, but not a default that is not a string):
+    ``NUM_WORKERS = -1`` is refused as ``--num-workers -1`` is, before any work starts."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        for action in self._actions:
+            problem = _default_problem(action)
+            if problem:
+                self.error(f"{'/'.join(action.option_strings)}: its default {action.default!r}, from "
+                           f"pyimagesearch/config.py, {problem}; fix the value there or pass the flag")
+        return super().parse_known_args(args, namespace)
+
+
+def _default_problem(action: argparse.Action) -> str | None:
+    """What is wrong with a flag's default, or None. argparse itself converts a string default with
+    the flag's type, but checks neither its choices nor a default of another type."""
+    default = action.default
+    if not action.option_strings or default is None or default is argparse.SUPPRESS:
+        return None
+    if isinstance(action, argparse.BooleanOptionalAction):
+        return None if isinstance(default, bool) else "must be True or False"
+    if action.choices is not None and default not in action.choices:
+        return f"must be one of {', '.join(map(str, action.choices))}"
+    if isinstance(default, str) or action.type is None:
+        return None
+    if isinstance(default, bool):
+        return "must be a number, not True or False"
+    try:
+        action.type(str(default))
+    except (argparse.ArgumentTypeError, ValueError, TypeError) as error:
+        return str(error)
+    return None

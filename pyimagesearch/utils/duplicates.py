@@ -10,12 +10,15 @@ duplicates: OpenCV contrib's perceptual hash (``cv2.img_hash.PHash``, 64 bits of
 low-frequency structure in grey) differs in at most ``max_distance`` bits **and** their 16 x 16
 colour thumbnails differ by at most ``THUMBNAIL_TOLERANCE`` levels (of 255) on average. The hash
 alone calls every flat image, and photos of one composition, the same; the thumbnail keeps them
-apart. Calibrated on 21 real photos, each saved again as a JPEG of quality 40, at half size (PNG)
-and at a quarter (JPEG): the hash moved by 0-3 bits and the thumbnail by at most 2.5 levels,
-while different photos were 7 or more bits and 6.4 or more levels apart. On 3,670 generated
-flowers (one blob on a noisy green background, much alike by design) 2 of 6.7 million pairs of
-different images passed both tests. A crop, a mirror image or a brightened copy is a different
-picture to this check.
+apart. A mirrored copy, or one turned by 90 degrees, counts as well: training's own flips and
+rotations would make such a pair leak across the split as an identical copy does, so each photo
+is hashed in its 8 mirrored and quarter-turned orientations and matched in the closest one.
+
+Calibrated with ``benchmarks/calibrate_duplicates.py`` on 820 real, textured images from 100 to
+4,000 px (docs/your-own-photos.md has the figures): re-encoded, mirrored and turned copies are
+found at 1.0 recall, rescaled ones at 0.98 and rescaled re-encoded ones at 0.96 (0.79 under
+200 px), and 2 of 335,790 pairs of different images passed both tests (tiles of one wallpaper
+design).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from .text import printable
 HASH_SIDE = 32  # what PHash reads (it would resize to this itself, without filtering)
 THUMBNAIL_SIDE = 16
 THUMBNAIL_TOLERANCE = 2.5  # mean absolute difference, in 8-bit levels, of two near duplicates' thumbnails
+ORIENTATIONS = 8  # the 4 quarter turns, each also mirrored
 
 
 @functools.cache
@@ -51,25 +55,41 @@ def _phash():
 
 @dataclass(frozen=True)
 class Fingerprint:
-    """What duplicate finding keeps of one image: its bytes' digest, perceptual hash and thumbnail."""
+    """What duplicate finding keeps of one image: its bytes' digest, the perceptual hash of each of
+    its ORIENTATIONS (the first as it is) and its thumbnail as it is."""
 
     sha256: str
-    phash: int  # 64 bits
+    phashes: tuple[int, ...]  # 64 bits each, in the order of _oriented
     thumbnail: np.ndarray  # THUMBNAIL_SIDE x THUMBNAIL_SIDE x 3, uint8
+
+    @property
+    def phash(self) -> int:
+        return self.phashes[0]
+
+
+def _oriented(pixels: np.ndarray, k: int, axes: tuple[int, int] = (0, 1)) -> np.ndarray:
+    """Orientation ``k`` of an image (its rows and columns on ``axes``): ``k % 4`` quarter turns,
+    then a mirror image for k >= 4."""
+    turned = np.rot90(pixels, k % 4, axes=axes)
+    return np.flip(turned, axis=axes[1]) if k >= 4 else turned
 
 
 def fingerprint(path: str, image: Image.Image) -> Fingerprint:
     """The fingerprint of the file at ``path``, decoded (upright, RGB, any size) as ``image``
     (check_image's picture: already RGB, so it is not converted, which would copy it).
 
-    Both the hash and the thumbnail start from one 32 x 32 box-filtered copy: PHash's own resize
+    Both the hashes and the thumbnail start from one 32 x 32 box-filtered copy: PHash's own resize
     does not filter, so a texture hashed from 256 px and from 64 px would alias differently, and a
     copy would hash unlike its original only because it was decoded at another size.
     """
-    small = image.resize((HASH_SIDE, HASH_SIDE), Image.Resampling.BOX)
-    phash = int.from_bytes(_phash().compute(np.ascontiguousarray(np.asarray(small)[:, :, ::-1])).tobytes(), "big")  # BGR
+    small = image.resize((HASH_SIDE, HASH_SIDE), Image.Resampling.BOX)  # exact area weights: mirror-symmetric
+    bgr = np.ascontiguousarray(np.asarray(small)[:, :, ::-1])  # as OpenCV reads
+    turns = [bgr, *(cv2.rotate(bgr, code) for code in (cv2.ROTATE_90_COUNTERCLOCKWISE, cv2.ROTATE_180,
+                                                     cv2.ROTATE_90_CLOCKWISE))]  # np.rot90's k = 0..3
+    phashes = tuple(int.from_bytes(_phash().compute(view).tobytes(), "big")
+                    for view in (*turns, *(cv2.flip(turn, 1) for turn in turns)))  # the order of _oriented
     thumbnail = np.asarray(small.resize((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.BOX))
-    return Fingerprint(file_sha256(path), phash, thumbnail)
+    return Fingerprint(file_sha256(path), phashes, thumbnail)
 
 
 @dataclass
@@ -93,22 +113,34 @@ class DuplicateGroup:
 
 
 def _near_pairs(prints: list[Fingerprint], max_distance: int, progress: bool) -> Iterable[tuple[int, int]]:
-    """Index pairs whose hashes are within ``max_distance`` bits and whose thumbnails are close.
+    """Index pairs whose hashes, in the closest of the second's orientations, are within
+    ``max_distance`` bits, and whose thumbnails in that orientation are close.
 
     Every pair is compared, in blocks of rows of about 32 MB: 8,677 photos are 38 million pairs,
-    well under a second of vectorised XOR and popcount.
+    a few seconds of vectorised XOR and popcount over the 8 orientations.
     """
-    hashes = np.array([p.phash for p in prints], dtype=np.uint64)
+    hashes = np.array([p.phashes for p in prints], dtype=np.uint64).reshape(len(prints), ORIENTATIONS)
     thumbnails = np.stack([p.thumbnail for p in prints]).astype(np.int16) if prints else None
     block = max(64, (1 << 22) // max(1, len(prints)))
     starts = range(0, len(prints), block)
     for start in tqdm(starts, desc="comparing hashes", unit="block", disable=not progress or len(starts) < 8, leave=False):
-        rows = hashes[start:start + block, None]
-        distances = np.bitwise_count(rows ^ hashes[None, start:])
-        for i, j in zip(*np.nonzero(distances <= max_distance)):
-            a, b = start + int(i), start + int(j)
-            if a < b and np.abs(thumbnails[a] - thumbnails[b]).mean() <= THUMBNAIL_TOLERANCE:
-                yield a, b
+        rows = hashes[start:start + block, 0, None]
+        closest = np.bitwise_count(rows ^ hashes[None, start:, 0])
+        orientation = np.zeros(closest.shape, dtype=np.uint8)
+        for k in range(1, ORIENTATIONS):
+            distances = np.bitwise_count(rows ^ hashes[None, start:, k])
+            better = distances < closest
+            closest = np.where(better, distances, closest)
+            orientation[better] = k
+        rows_i, columns_j = np.nonzero(closest <= max_distance)
+        first, second = start + rows_i, start + columns_j
+        keep = first < second
+        first, second, turns = first[keep], second[keep], orientation[rows_i[keep], columns_j[keep]]
+        for k in np.unique(turns):  # the candidates' thumbnails, turned as their hashes matched, in one go each
+            mine = turns == k
+            a, b = first[mine], second[mine]
+            differences = np.abs(thumbnails[a] - _oriented(thumbnails[b], int(k), axes=(1, 2))).mean(axis=(1, 2, 3))
+            yield from zip(a[differences <= THUMBNAIL_TOLERANCE].tolist(), b[differences <= THUMBNAIL_TOLERANCE].tolist())
 
 
 def find_duplicates(prints: dict[str, Fingerprint], max_distance: int, progress: bool = True) -> list[DuplicateGroup]:
