@@ -115,12 +115,13 @@ def test_file_paths_where_folders_belong_are_one_clear_message(tmp_path, trained
     (inference, "TOP_K", 0, "--top-k"),
     (build_dataset, "SEED", 4.5, "--seed"),
 ])
-def test_config_values_are_checked_as_their_flags_are(tmp_path, splits, capsys, monkeypatch, script, name, value, flag):
+def test_config_values_are_checked_as_their_flags_are(tmp_path, capsys, monkeypatch, script, name, value, flag):
     from pyimagesearch import config
 
     monkeypatch.setattr(config, name, value)
-    argv = {fine_tune: train_args(tmp_path, splits, "finetune"), inference: ["--model", str(tmp_path / "m.pth")],
-            train_feature_extraction: train_args(tmp_path, splits, "warmup"),
+    none = str(tmp_path / "none")  # refused before any folder is looked at
+    argv = {fine_tune: train_args(tmp_path, none, "finetune"), inference: ["--model", str(tmp_path / "m.pth")],
+            train_feature_extraction: train_args(tmp_path, none, "warmup"),
             build_dataset: ["--data", str(tmp_path / "photos"), "--output", str(tmp_path / "d")]}[script]
     with pytest.raises(SystemExit) as stopped:
         script.main(argv)
@@ -131,10 +132,10 @@ def test_config_values_are_checked_as_their_flags_are(tmp_path, splits, capsys, 
 
 
 @pytest.mark.parametrize("value", ["false", "off", "no", -1, 0])
-def test_a_keep_allocator_memory_that_is_not_a_switch_is_refused(tmp_path, splits, capsys, monkeypatch, value):
+def test_a_keep_allocator_memory_that_is_not_a_switch_is_refused(tmp_path, capsys, monkeypatch, value):
     from pyimagesearch.utils import settings
 
-    monkeypatch.setattr(settings, "KEEP_ALLOCATOR_MEMORY", value)
-    assert run_cli(fine_tune.main, train_args(tmp_path, splits, "finetune")) == 2
+    monkeypatch.setattr(settings, "KEEP_ALLOCATOR_MEMORY", value)  # refused before any folder is looked at
+    assert run_cli(fine_tune.main, train_args(tmp_path, str(tmp_path / "none"), "finetune")) == 2
     err = error_text(capsys)
     assert f"KEEP_ALLOCATOR_MEMORY {value!r}" in err and "pyimagesearch/utils/settings.py" in err
