@@ -78,6 +78,18 @@ def warn_about_short_runs(args: argparse.Namespace, log: Callable[[str], None]) 
                    else "the body is never unfrozen, only the head trains"))
 
 
+def check_classes_and_log_skips(train_ds, val_ds, args: argparse.Namespace, log: Callable[[str], None]) -> None:
+    """The two folders must hold the same classes; files skipped and a class imbalance are logged."""
+    if train_ds.classes != val_ds.classes:
+        raise UserError(f"The class folders differ between '{args.train}' {train_ds.classes} and '{args.val}' "
+                        f"{val_ds.classes}. Rebuild both with python build_dataset.py.")
+    for path in train_ds.skipped + val_ds.skipped:
+        log(f"[WARN] skipped {printable(path)}: {NOT_REGULAR}")
+    warning = imbalance_warning(dict(zip(train_ds.classes, class_counts(train_ds))))
+    if warning:
+        log(warning.replace("the classes are", "the training classes are"))
+
+
 def calibration_loader(args: argparse.Namespace, loader_options: dict):
     """CALIBRATION_IMAGES un-augmented training images drawn with --seed (the same ones on every
     torchrun process): what the offline stand-in's BatchNorm statistics are measured on."""
@@ -146,14 +158,7 @@ class TrainingSession:
     def check_and_describe_data(self, train_ds, val_ds) -> None:
         """Refuse training and validation folders with other classes; log the files skipped, a
         class imbalance, and how many images, classes and workers the run has."""
-        if train_ds.classes != val_ds.classes:
-            raise UserError(f"The class folders differ between '{self.args.train}' {train_ds.classes} and "
-                            f"'{self.args.val}' {val_ds.classes}. Rebuild both with python build_dataset.py.")
-        for path in train_ds.skipped + val_ds.skipped:
-            self.log(f"[WARN] skipped {printable(path)}: {NOT_REGULAR}")
-        warning = imbalance_warning(dict(zip(train_ds.classes, class_counts(train_ds))))
-        if warning:
-            self.log(warning.replace("the classes are", "the training classes are"))
+        check_classes_and_log_skips(train_ds, val_ds, self.args, self.log)
         self.log(f"[INFO] {len(train_ds)} training and {len(val_ds)} validation images, {len(train_ds.classes)} "
                  f"classes; running on {self.compute.describe()}, {self.num_workers} loader worker(s)")
 
