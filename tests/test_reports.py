@@ -119,9 +119,16 @@ def test_evaluate_report_agrees_with_a_hand_count(tmp_path, capsys):
         assert decoded_size(tmp_path / "eval" / "warmup_model_mistakes.png")[0] > 100
 
 
-def test_a_report_over_a_hundred_classes_stays_legible(tmp_path, capsys):
+def test_a_report_over_a_hundred_classes_stays_legible(tmp_path, capsys, monkeypatch):
+    """The numbers and files of a many-class report; its pictures are drawn, and measured, by the
+    300-class report below (drawing a hundred classes' labels takes seconds)."""
     from pyimagesearch.reports import many_classes, report
 
+    def stand_in(path: str) -> None:  # an empty file where the picture goes
+        open(path, "wb").close()
+
+    monkeypatch.setattr(many_classes, "plot_large_confusion", lambda matrix, names, path, title: stand_in(path))
+    monkeypatch.setattr(many_classes, "plot_recall", lambda result, path: stand_in(path))
     names = [f"c{k:03d}" for k in range(101)]
     labels = torch.arange(101).repeat_interleave(10)
     predicted = labels.clone()
@@ -145,10 +152,7 @@ def test_a_report_over_a_hundred_classes_stays_legible(tmp_path, capsys):
     order = many_classes.cluster_order(matrix)
     assert abs(order.index(3) - order.index(17)) == 1 and abs(order.index(5) - order.index(9)) == 1
 
-    for picture in ("_confusion.png", "_recall.png"):
-        with Image.open(f"{prefix}{picture}") as image:
-            assert max(image.size) <= 4096 and min(image.size) > 300
-        assert os.path.getsize(f"{prefix}{picture}") <= 2.5 * 2**20
+    assert all(os.path.exists(f"{prefix}{picture}") for picture in ("_confusion.png", "_recall.png"))
     recall = json.loads(open(f"{prefix}_report.json").read())
     assert recall["balanced_accuracy"] == pytest.approx(np.mean(np.diag(matrix) / matrix.sum(1)))
 
@@ -226,6 +230,8 @@ def test_three_hundred_long_class_names_keep_the_pictures_small(many_classes_rep
     assert "Warning" not in (many_classes_report / "stderr.txt").read_text()  # matplotlib's tight layout fits
     for picture in ("_confusion.png", "_recall.png"):
         assert os.path.getsize(f"{prefix}{picture}") <= 2.5 * 2**20, picture
+        with Image.open(f"{prefix}{picture}") as image:
+            assert max(image.size) <= 4096 and min(image.size) > 300
     names = long_class_names()
     assert len(shortened(names[0], many_classes.LABEL_WIDTH)) == many_classes.LABEL_WIDTH < len(names[0])
     with open(f"{prefix}_report.csv") as handle:  # the tables keep every name whole
