@@ -65,8 +65,9 @@ class _Tally:
         if self.support is None:
             self.support = torch.zeros(logits.shape[1], dtype=torch.int64, device=y.device)
             self.hits = torch.zeros_like(self.support)
-        self.support += torch.bincount(y, minlength=len(self.support))
-        self.hits += torch.bincount(y[right], minlength=len(self.support))
+        # scatter_add_, not bincount or y[right]: both would wait for the GPU on every batch
+        self.support.scatter_add_(0, y, torch.ones_like(y))
+        self.hits.scatter_add_(0, y, right.to(y.dtype))
         bad = (~torch.isfinite(loss)) & (self.first_bad < 0)
         self.first_bad = torch.where(bad, self.batches, self.first_bad)
         self.count += y.numel()
