@@ -62,10 +62,6 @@ class Fingerprint:
     phashes: tuple[int, ...]  # 64 bits each, in the order of _oriented
     thumbnail: np.ndarray  # THUMBNAIL_SIDE x THUMBNAIL_SIDE x 3, uint8
 
-    @property
-    def phash(self) -> int:
-        return self.phashes[0]
-
 
 def _oriented(pixels: np.ndarray, k: int, axes: tuple[int, int] = (0, 1)) -> np.ndarray:
     """Orientation ``k`` of an image (its rows and columns on ``axes``): ``k % 4`` quarter turns,
