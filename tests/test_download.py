@@ -240,3 +240,11 @@ def test_a_trickling_download_is_abandoned_and_leaves_nothing(tmp_path, chunk, l
     finally:
         server.close()
     assert os.listdir(tmp_path / "cache") == []
+
+
+@pytest.mark.parametrize("field,value", [("max_bytes", 0), ("deadline_s", -1.0), ("max_members", "many"), ("window_s", True)])
+def test_download_and_extraction_limits_are_checked_and_named(field, value):
+    names = {"max_bytes": "EXTRACT_MAX_BYTES", "deadline_s": "DOWNLOAD_DEADLINE", "max_members": "EXTRACT_MAX_MEMBERS",
+             "window_s": "DOWNLOAD_SPEED_WINDOW"}
+    with pytest.raises(UserError, match=rf"{names[field]} .*utils/settings\.py"):
+        limits(**{field: value})

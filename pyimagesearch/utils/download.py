@@ -31,6 +31,14 @@ class DownloadLimits:
     max_bytes: int
     max_members: int
 
+    def __post_init__(self) -> None:
+        names = {"min_bytes_per_s": "DOWNLOAD_MIN_SPEED", "window_s": "DOWNLOAD_SPEED_WINDOW",
+                 "deadline_s": "DOWNLOAD_DEADLINE", "max_bytes": "EXTRACT_MAX_BYTES", "max_members": "EXTRACT_MAX_MEMBERS"}
+        for field, name in names.items():
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+                raise UserError(f"{name} {value!r}: expected a number greater than 0 (pyimagesearch/utils/settings.py).")
+
 
 def _abandoned(url: str, archive: str, why: str) -> UserError:
     return UserError(f"The download from {url} {why} and was abandoned. Try again later, or fetch the archive "
