@@ -7,7 +7,7 @@ Usage:
 Each variant runs the same work in a fresh process, side by side in one run:
 
 - ``glibc default``: glibc as it comes (large blocks mmapped, unmapped on free);
-- ``mallopt`` (this project's default, pyimagesearch/memory.py): M_MMAP_MAX 0 and no trimming,
+- ``mallopt`` (this project's default, pyimagesearch/utils/memory.py): M_MMAP_MAX 0 and no trimming,
   set at run time through ctypes;
 - ``GLIBC_TUNABLES``: the same through glibc's tunables, which must be in the environment when
   the process starts (a script would re-execute itself to set them);
