@@ -26,8 +26,8 @@ def _as_a_background_job() -> None:
     """The job starts with SIGINT ignored, as `make test &`, nohup and some CI runners start the
     suite, whatever this process inherited: a job must not rely on Python's own Ctrl-C handler
     being installed. Niced a little (3): the torchrun job's two processes then leave the in-process
-    tests their core on a quiet machine, and on a busy one a job still gets its share (at nice 10 it
-    got a tenth of a core, and the suite waited for it: 8 minutes instead of 3)."""
+    tests their core on a quiet machine, and on a busy one a job still gets its share (niced to 10, a
+    job gets a tenth of a core there, and the suite waits for it: 8 minutes instead of 3)."""
     os.nice(3)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 

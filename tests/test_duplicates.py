@@ -207,9 +207,9 @@ def _real_photo(size: tuple[int, int], box: tuple[int, int, int, int] = (0, 60, 
 
 
 def test_small_photos_and_their_resized_mirrored_and_turned_copies_are_grouped(tmp_path):
-    """A 262 x 166 photo and its copy at 90 % re-encoded at quality 70 used to be decoded at
-    different scales by the check's draft mode, and split apart; training's flips and rotations make
-    mirrored and turned copies leak as much as identical ones."""
+    """A 262 x 166 photo and its copy at 90 % re-encoded at quality 70: a draft-mode decode small
+    enough to pick different scales for the two would fingerprint them apart; training's flips and
+    rotations make mirrored and turned copies leak as much as identical ones."""
     root = tmp_path / "photos"
     for label in ("a", "b"):
         (root / label).mkdir(parents=True)
