@@ -134,8 +134,9 @@ def _failed_commands(result: object) -> bool:
     return False
 
 
-def step(report: dict, name: str, work: Callable[[], object]) -> None:
-    """Run one step, record its result (or its error) and time; never let one step end the check."""
+def step(report: dict, name: str, work: Callable[[], object], output: str) -> None:
+    """Run one step, record its result (or its error) and time; never let one step end the check. The JSON
+    is rewritten after every step, so a check cut off by the machine's time limit keeps what it measured."""
     started = time.perf_counter()
     print(f"[gpu-check] {name} ...", flush=True)
     try:
@@ -146,6 +147,13 @@ def step(report: dict, name: str, work: Callable[[], object]) -> None:
                         "traceback": traceback.format_exc()[-3000:]}
     report[name]["seconds"] = round(time.perf_counter() - started, 1)
     print(f"[gpu-check] {name}: {'ok' if report[name]['ok'] else 'FAILED'} in {report[name]['seconds']} s", flush=True)
+    write_report(report, output)
+
+
+def write_report(report: dict, output: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    with open(output, "w") as handle:
+        json.dump(report, handle, indent=2)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,8 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         base = make_dataset(work, args.per_class, 320)
         if "tests" not in args.skip:
             step(report, "tests", lambda: run_command([python, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                                                       "tests/test_gpu.py"], timeout_s=240))
-        step(report, "training", lambda: training_runs(base, os.path.join(work, "out"), args.image_size, "cuda"))
+                                                       "tests/test_gpu.py"], timeout_s=240), args.output)
+        step(report, "training", lambda: training_runs(base, os.path.join(work, "out"), args.image_size, "cuda"), args.output)
         checkpoint = os.path.join(work, "out", "fine_tuning", "finetune_model.pth")
         if "torchrun" not in args.skip:
             def torchrun() -> dict:
@@ -181,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                          "--plot", os.path.join(out, "finetune.png"), "--model", os.path.join(out, "finetune_model.pth")],
                         timeout_s=180)
                 return runs
-            step(report, "torchrun", torchrun)
+            step(report, "torchrun", torchrun, args.output)
         if "bench" not in args.skip:
             bench_out = os.path.join(work, "bench.json")
             step(report, "bench", lambda: {**run_command(
@@ -189,11 +197,9 @@ def main(argv: list[str] | None = None) -> int:
                  "--epochs", "2", "--fe-epochs", "2", "--output", bench_out,
                  "--only", "ceiling", "fe-tutorial", "fe-project-uncached", "fe-project-cached", "ft-tutorial",
                  "ft-project"], timeout_s=300),
-                "table": json.load(open(bench_out)).get("table") if os.path.exists(bench_out) else None})
-        step(report, "inference", lambda: inference_speed(checkpoint, "cuda", args.image_size))
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as handle:
-        json.dump(report, handle, indent=2)
+                "table": json.load(open(bench_out)).get("table") if os.path.exists(bench_out) else None}, args.output)
+        step(report, "inference", lambda: inference_speed(checkpoint, "cuda", args.image_size), args.output)
+    write_report(report, args.output)
     failed = [name for name, value in report.items() if isinstance(value, dict) and value.get("ok") is False]
     print(f"[gpu-check] wrote {args.output}" + (f"; failed: {', '.join(failed)}" if failed else "; every step ran"))
     return 1 if failed else 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -118,13 +119,15 @@ def test_the_gpu_check_says_in_one_line_that_there_is_no_gpu(tmp_path, capsys, m
     assert out.count("\n") == 1 and "no CUDA GPU" in out and not (tmp_path / "gpu.json").exists()
 
 
-def test_a_gpu_check_step_that_fails_is_recorded_and_the_others_still_run(capsys):
+def test_a_gpu_check_step_that_fails_is_recorded_and_the_others_still_run(tmp_path, capsys):
     import gpu_check
 
-    report = {}
-    gpu_check.step(report, "broken", lambda: 1 / 0)
-    gpu_check.step(report, "failing command", lambda: {"nproc_1": {"exit_code": 1}})
-    gpu_check.step(report, "fine", lambda: {"exit_code": 0, "value": 3})
+    report, output = {}, str(tmp_path / "gpu.json")
+    gpu_check.step(report, "broken", lambda: 1 / 0, output)
+    assert set(json.load(open(output))) == {"broken"}  # kept on disk before the next step starts
+    gpu_check.step(report, "failing command", lambda: {"nproc_1": {"exit_code": 1}}, output)
+    gpu_check.step(report, "fine", lambda: {"exit_code": 0, "value": 3}, output)
+    assert json.load(open(output))["fine"]["result"]["value"] == 3
     assert report["broken"]["ok"] is False and "ZeroDivisionError" in report["broken"]["error"]
     assert report["failing command"]["ok"] is False and report["fine"]["ok"] is True
     assert report["fine"]["result"]["value"] == 3
