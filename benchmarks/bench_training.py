@@ -544,7 +544,10 @@ def main(argv=None) -> None:
 
             source = make_flowers(os.path.join(work, "flower_photos"), args.per_class, args.source_size, args.seed)
         args.dataset = os.path.join(work, "dataset")
-        build_dataset.main(["--data", source, "--output", args.dataset, "--val-split", "0.2", "--no-progress"])
+        # the split is set-up, not a timed row; without the duplicate check it also runs where OpenCV lacks
+        # the contrib module (the lent GPU image's does)
+        build_dataset.main(["--data", source, "--output", args.dataset, "--val-split", "0.2", "--no-progress",
+                            "--no-find-duplicates"])
         passthrough = [*(argv if argv is not None else sys.argv[1:]), "--device", args.device]
         if args.weights == "none":
             passthrough += ["--weights", calibrated_weights(args, os.path.join(work, "calibrated-resnet50.pth"))]
