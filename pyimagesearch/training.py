@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
 from tqdm import tqdm
 
@@ -48,9 +49,8 @@ def class_weights(ds, balanced: bool, device: torch.device) -> torch.Tensor | No
     (classes x images of the class); None (every image counts once) otherwise."""
     if not balanced:
         return None
-    counts = torch.tensor(class_counts(ds), dtype=torch.float64)
-    weights = counts.sum() / (len(ds.classes) * counts.clamp(min=1))
-    return weights.float().to(device)
+    weights = compute_class_weight("balanced", classes=np.arange(len(ds.classes)), y=ds.targets)
+    return torch.tensor(weights, dtype=torch.float32, device=device)
 
 
 def epoch_record(epoch: int, train: dict[str, float], val: dict[str, float], optimizer: torch.optim.Optimizer,

@@ -23,7 +23,7 @@ from conftest import (
 )
 from pyimagesearch import checkpoint
 from pyimagesearch.reports import report
-from pyimagesearch.reports.report import classification_report, confusion_matrix
+from pyimagesearch.reports.metrics import classification_report, confusion_matrix
 from pyimagesearch.utils import figures
 
 # two reds that differ by a shade: the deliberately confusable pair
@@ -44,25 +44,51 @@ class _Images(torch.utils.data.Dataset):
 def test_metrics_match_their_definitions_on_a_hand_example():
     y_true = [0, 0, 0, 1, 1, 2, 2, 2, 2]
     y_pred = [0, 1, 0, 1, 0, 2, 2, 1, 2]
-    matrix = confusion_matrix(y_true, y_pred, 3)
-    assert matrix.tolist() == [[2, 1, 0], [1, 1, 0], [0, 1, 3]]
-    result = classification_report(matrix, ["a", "b", "c"])
+    assert confusion_matrix(y_true, y_pred, 3).tolist() == [[2, 1, 0], [1, 1, 0], [0, 1, 3]]
+    result = classification_report(y_true, y_pred, ["a", "b", "c"])
     b = result["classes"][1]
     assert b["precision"] == pytest.approx(1 / 3) and b["recall"] == pytest.approx(1 / 2)
     assert b["f1"] == pytest.approx(2 * (1 / 3) * (1 / 2) / (1 / 3 + 1 / 2)) and b["support"] == 2
     assert result["accuracy"] == pytest.approx(6 / 9)
-    empty = classification_report(confusion_matrix([0, 0], [0, 0], 2), ["x", "y"])
+    empty = classification_report([0, 0], [0, 0], ["x", "y"])
     assert empty["classes"][1] == {"class": "y", "precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
 
 
 def test_macro_f1_averages_over_every_class_of_the_model():
-    # class "c" is absent from the folder and never predicted: scikit-learn's macro average over
-    # all labels counts it as F1 0 (f1_score(..., labels=[0, 1, 2], average="macro", zero_division=0))
-    matrix = confusion_matrix([0, 0, 1, 1], [0, 1, 1, 1], 3)
-    result = classification_report(matrix, ["a", "b", "c"])
+    # class "c" is absent from the folder and never predicted: it counts as F1 0
+    result = classification_report([0, 0, 1, 1], [0, 1, 1, 1], ["a", "b", "c"])
     f1_a = 2 * 1.0 * 0.5 / 1.5
     f1_b = 2 * (2 / 3) * 1.0 / (2 / 3 + 1.0)
     assert result["macro_f1"] == pytest.approx((f1_a + f1_b + 0.0) / 3)
+
+
+def _hand_written_report(y_true, y_pred, num_classes):
+    """The report's numbers as the project computed them by hand before scikit-learn did: the
+    reference the scikit-learn calls must equal."""
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(matrix, (np.asarray(y_true), np.asarray(y_pred)), 1)
+    tp, predicted, support = np.diag(matrix).astype(float), matrix.sum(0).astype(float), matrix.sum(1).astype(float)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp), where=precision + recall > 0)
+    return {"matrix": matrix.tolist(), "precision": precision, "recall": recall, "f1": f1, "support": support,
+            "accuracy": tp.sum() / matrix.sum(), "macro_f1": f1.mean(), "balanced": recall[support > 0].mean()}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_scikit_learn_metrics_equal_the_hand_written_ones_on_fixed_predictions(seed):
+    # 7 classes; class 5 never appears among the truths and class 6 is never predicted
+    rng = np.random.default_rng(seed)
+    y_true = rng.choice([0, 1, 2, 3, 4, 6], size=200, p=[0.4, 0.2, 0.15, 0.1, 0.1, 0.05])
+    y_pred = np.where(rng.random(200) < 0.6, y_true, rng.integers(0, 6, 200))
+    y_pred[y_pred == 6] = 5
+    reference = _hand_written_report(y_true, y_pred, 7)
+    result = classification_report(y_true.tolist(), y_pred.tolist(), [f"c{i}" for i in range(7)])
+    assert result["confusion_matrix"] == reference["matrix"]
+    for key in ("precision", "recall", "f1", "support"):
+        assert [row[key] for row in result["classes"]] == pytest.approx(reference[key].tolist(), abs=1e-12)
+    for key, theirs in (("accuracy", "accuracy"), ("macro_f1", "macro_f1"), ("balanced_accuracy", "balanced")):
+        assert result[key] == pytest.approx(float(reference[theirs]), abs=1e-12)
 
 
 def test_evaluate_report_agrees_with_a_hand_count(tmp_path, capsys):

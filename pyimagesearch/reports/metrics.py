@@ -7,41 +7,36 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from sklearn import metrics
 
 from ..utils.text import printable
 
 
 def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int) -> np.ndarray:
-    """Rows are true classes, columns predicted ones."""
-    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(matrix, (np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)), 1)
-    return matrix
+    """Rows are true classes, columns predicted ones; every class of the model has its row."""
+    return metrics.confusion_matrix(y_true, y_pred, labels=range(num_classes)).astype(np.int64)
 
 
-def classification_report(matrix: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
-    """Accuracy plus precision, recall, F1 and support per class (0 where undefined)."""
-    true_positive = np.diag(matrix).astype(float)
-    predicted = matrix.sum(0).astype(float)
-    support = matrix.sum(1).astype(float)
-    precision = np.divide(true_positive, predicted, out=np.zeros_like(true_positive), where=predicted > 0)
-    recall = np.divide(true_positive, support, out=np.zeros_like(true_positive), where=support > 0)
-    denominator = precision + recall
-    f1 = np.divide(2 * precision * recall, denominator, out=np.zeros_like(true_positive), where=denominator > 0)
-    total = int(matrix.sum())
+def classification_report(y_true: Sequence[int], y_pred: Sequence[int], class_names: Sequence[str]) -> dict[str, Any]:
+    """Accuracy plus precision, recall, F1 and support per class (0 where undefined), over every
+    class of the model, whether the images hold it or not."""
+    labels = range(len(class_names))
+    precision, recall, f1, support = metrics.precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0)
+    present = support > 0
     return {
-        "accuracy": float(true_positive.sum() / total) if total else 0.0,
-        "count": total,
+        "accuracy": float(metrics.accuracy_score(y_true, y_pred)) if len(y_true) else 0.0,
+        "count": len(y_true),
         "classes": [
             {"class": name, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
             for name, p, r, f, s in zip(class_names, precision, recall, f1, support)
         ],
-        # over every class of the model, as scikit-learn's average="macro" with all labels: a class
-        # absent from the folder and never predicted counts as F1 0
+        # over every class of the model: a class absent from the folder and never predicted counts as F1 0
         "macro_f1": float(f1.mean()) if len(f1) else 0.0,
-        # the mean recall over the classes present, as scikit-learn's balanced_accuracy_score: what
-        # accuracy would be if every class had as many images
-        "balanced_accuracy": float(recall[support > 0].mean()) if (support > 0).any() else 0.0,
-        "confusion_matrix": matrix.tolist(),
+        # the mean recall over the classes present: what accuracy would be if every class had as many images
+        # (balanced_accuracy_score's number, without its warning when a prediction names an absent class)
+        "balanced_accuracy": float(recall[present].mean()) if present.any() else 0.0,
+        "confusion_matrix": confusion_matrix(y_true, y_pred, len(class_names)).tolist(),
         "class_names": list(class_names),
     }
 

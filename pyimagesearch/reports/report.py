@@ -15,7 +15,7 @@ from ..utils.figures import denormalize, drawable_lines, image_grid, plt, save_f
 from ..utils.fileio import write_csv, write_text
 from ..utils.text import drawable
 from . import many_classes
-from .metrics import classification_report, confusion_matrix, format_table
+from .metrics import classification_report, format_table
 
 # the files write_report names after the model: <prefix>_report.json and so on
 REPORT_SUFFIXES = ("_report.json", "_report.csv", "_confusion.png", "_mistakes.png", *many_classes.SUFFIXES)
@@ -29,8 +29,8 @@ def write_report(probabilities: torch.Tensor, labels: torch.Tensor, class_names:
     ``dataset[i]`` must give the (normalised image, label) that produced ``probabilities[i]``.
     """
     predictions = probabilities.argmax(1)
-    matrix = confusion_matrix(labels.tolist(), predictions.tolist(), len(class_names))
-    result = classification_report(matrix, class_names)
+    result = classification_report(labels.tolist(), predictions.tolist(), class_names)
+    matrix = np.asarray(result["confusion_matrix"])
     confidence = probabilities.max(1).values
     wrong = (predictions != labels).nonzero().flatten().tolist()
     wrong.sort(key=lambda i: -float(confidence[i]))
