@@ -4,6 +4,7 @@ Usage:
     python build_dataset.py                      # flower_photos/ -> dataset/{train,val}
     python build_dataset.py --download           # fetch and unpack the flowers archive first
     python build_dataset.py --data ~/photos --output dataset --val-split 0.2
+    python build_dataset.py --exclude output/finetune_model_audit.csv   # leave out photos an audit flagged
 
 Each image's class is its first folder below --data. Every image is decoded once; unreadable
 files are skipped and listed. Copies of one photo (identical files, or re-encoded and rescaled
@@ -23,7 +24,7 @@ import os
 from collections.abc import Sequence
 
 from pyimagesearch import config
-from pyimagesearch.utils import settings
+from pyimagesearch.utils import exclude, settings
 from pyimagesearch.utils.cli import CheckedParser, int_between
 from pyimagesearch.utils.dataset import MANIFEST, check_target, scan, write_splits
 from pyimagesearch.utils.download import FLOWER_CLASSES, DownloadLimits, fetch_dataset
@@ -47,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how many of the 64 perceptual-hash bits near duplicates may differ in; 0 still finds "
                              "re-encoded copies, higher finds more and risks calling different photos copies "
                              "(default: %(default)s)")
+    parser.add_argument("--exclude", metavar="FILE",
+                        help="leave out the photos FILE lists: one path per line, or a CSV with a path column such "
+                             "as inference.py --audit's; recorded in split.json")
     parser.add_argument("--download", action=argparse.BooleanOptionalAction, default=config.DOWNLOAD,
                         help="download the archive when --data is missing (default: %(default)s)")
     parser.add_argument("--url", default=config.DATASET_URL, help="archive URL (default: %(default)s)")
@@ -65,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     # the settings and the output are checked before any image is read or downloaded: a refusal costs seconds
     check_val_split(args.val_split)
     check_target(args.data, args.output)
+    if args.exclude:
+        exclude.check_file(args.exclude)
     if not os.path.isdir(args.data):
         if not args.download:
             raise UserError(
@@ -80,8 +86,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                       expected_size=settings.DATASET_ARCHIVE_SIZE if default else None,
                       expected_classes=FLOWER_CLASSES if default else None, progress=args.progress)
 
+    left_out = exclude.read_exclusions(args.exclude, args.data, args.output) if args.exclude else None
+    if left_out:
+        describe_exclusions(left_out, args.data)
     print("[INFO] loading image paths...")
-    found = scan(args.data, progress=args.progress, fingerprints=args.find_duplicates)
+    found = scan(args.data, progress=args.progress, fingerprints=args.find_duplicates,
+                 leave_out=left_out.photos if left_out else ())
     for path, reason in found.skipped:
         print(f"[WARN] skipped {printable(os.path.join(args.data, path))}: {reason}")
     groups = find_duplicates(found.fingerprints, args.duplicate_distance, args.progress) if args.find_duplicates else []
@@ -94,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print("[INFO] copying training and validation images...")
     write_splits(args.data, args.output, train, val, progress=args.progress,
                  info={"source": os.path.abspath(args.data), "val_split": args.val_split, "seed": args.seed,
-                       "skipped": found.skipped,
+                       "skipped": found.skipped, "excluded": left_out.as_json() if left_out else None,
                        "duplicates": {"distance": args.duplicate_distance,
                                       "groups": [group.as_json() for group in groups]} if args.find_duplicates else None})
     print(count_table(train, val))
@@ -103,6 +113,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(warning)
     print(f"[INFO] wrote {os.path.join(args.output, 'train')} and {os.path.join(args.output, 'val')}"
           + (f"; skipped {len(found.skipped)} file(s), listed above" if found.skipped else ""))
+
+
+def describe_exclusions(left_out: exclude.Exclusions, data: str) -> None:
+    print(f"[INFO] leaving out {len(left_out.photos)} photo(s) that {printable(left_out.file)} lists")
+    if left_out.unmatched:
+        listed = ", ".join(f"'{printable(path)}'" for path in left_out.unmatched[:5])
+        more = f" and {len(left_out.unmatched) - 5} more" if len(left_out.unmatched) > 5 else ""
+        print(f"[WARN] --exclude: {len(left_out.unmatched)} path(s) in {printable(left_out.file)} match no photo of "
+              f"{printable(data)}: {listed}{more}. A path should name a photo under {printable(data)}, or its copy "
+              "in the dataset the last build wrote; these are not left out, and split.json lists them.")
 
 
 if __name__ == "__main__":

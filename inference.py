@@ -7,6 +7,7 @@ Usage:
     python inference.py --model output/finetune_model.pth --images my.jpg photos/   # top-k per image
     python inference.py --model output/finetune_model.pth --images photos/ --annotate output/annotated
     python inference.py --model output/finetune_model.pth --evaluate dataset/val    # metrics + confusion matrix
+    python inference.py --model output/warmup_model.pth --audit dataset/train       # likely label errors, outliers
     python inference.py --model output/finetune_model.pth --video garden.mp4        # annotated video + CSV
     python inference.py --model output/finetune_model.pth --camera 0 --show         # live, Ctrl-C or q to stop
     python inference.py --model output/finetune_model.pth --export output/finetune_model.onnx
@@ -26,8 +27,8 @@ from collections.abc import Sequence
 
 from pyimagesearch import config
 from pyimagesearch.arguments import runtime_parser
-from pyimagesearch.inference import annotate, deploy, predict, video
-from pyimagesearch.utils import cli, fileio, settings
+from pyimagesearch.inference import annotate, audit, deploy, predict, video
+from pyimagesearch.utils import cli, feature_cache, fileio, settings
 from pyimagesearch.utils.cli import CheckedParser
 from pyimagesearch.utils.errors import UserError, run_cli
 from pyimagesearch.utils.memory import keep_allocator_memory
@@ -43,6 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--annotate", metavar="DIR",
                         help="with --images: write each photo with its label drawn on it, and a montage, to DIR")
     parser.add_argument("--evaluate", metavar="DIR", help="class-folder tree to evaluate (e.g. dataset/val)")
+    parser.add_argument("--audit", metavar="DIR",
+                        help="class-folder tree whose photos to audit: likely label errors and outliers, ranked")
+    parser.add_argument("--folds", type=cli.int_between(2, 100), default=config.AUDIT_FOLDS,
+                        help="--audit: folds of the cross-validated head (default: %(default)s)")
+    parser.add_argument("--feature-cache-dir", default=config.FEATURE_CACHE_DIR,
+                        help="--audit: where the body's features persist, auto = feature_cache/ beside --model, "
+                             "none = not kept (default: %(default)s)")
     parser.add_argument("--video", metavar="PATH", help="classify the frames of a video file")
     parser.add_argument("--camera", type=cli.non_negative_int, metavar="N", help="classify a camera's frames (index N)")
     parser.add_argument("--export", metavar="PATH.onnx",
@@ -67,12 +75,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise UserError("--annotate draws on the photos given with --images; add --images PATH...")
     if args.video and args.camera is not None:
         raise UserError("--video and --camera: choose one source of frames.")
+    if args.audit:
+        audit.check_audit(args.model, args.audit, args.folds)
     if args.export:
         meta = deploy.export_onnx(args.model, args.export)
         print(f"[INFO] wrote {args.export} and {deploy.metadata_path(args.export)} "
               f"({len(meta['class_names'])} classes, {meta['image_size']} px)")
         return
     fileio.check_writable_folder(args.output, "--output")
+    cache_dir = feature_cache.cache_folder(args.feature_cache_dir, args.model)
+    if args.audit and cache_dir:
+        fileio.check_writable_folder(cache_dir, "--feature-cache-dir")
     if args.annotate:
         fileio.check_writable_folder(args.annotate, "--annotate")
     if args.seed is not None:
@@ -89,11 +102,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.evaluate:
         predict.evaluate_folder(predictor, args.evaluate, args.output, batch_size=args.eval_batch_size,
                                 progress=args.progress)
+    if args.audit:
+        audit.audit_folder(predictor, args.model, args.audit, args.output, folds=args.folds,
+                           seed=config.SEED if args.seed is None else args.seed, batch_size=args.eval_batch_size,
+                           cache_dir=cache_dir, progress=args.progress)
     if args.video or args.camera is not None:
         video.classify_stream(predictor.model, predictor.compute, predictor.transform(), predictor.class_names,
                               predictor.stem, args.video if args.video else args.camera, args.output, top_k=args.top_k,
                               show=args.show, progress=args.progress, max_frames=args.max_frames)
-    if not (args.images or args.evaluate or args.video or args.camera is not None):
+    if not (args.images or args.evaluate or args.audit or args.video or args.camera is not None):
         path = predict.random_batch(predictor, args.val, args.batch_size, args.output)
         if args.show:
             predict.show(path)

@@ -101,3 +101,6 @@ COMPILE = False
 
 # how many top classes inference prints per image
 TOP_K = 3
+# inference.py --audit: the folds of the cross-validated linear head that predicts each photo from
+# the others (every class needs at least this many photos)
+AUDIT_FOLDS = 5

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 
 from tqdm import tqdm
@@ -41,8 +41,10 @@ def _walk(root: str) -> Iterable[tuple[str, list[str]]]:
         yield folder, sorted(files)
 
 
-def scan(root: str, check: bool = True, progress: bool = True, fingerprints: bool = False) -> Scan:
-    """Find the images under ``root``; the class is the first folder below ``root``.
+def scan(root: str, check: bool = True, progress: bool = True, fingerprints: bool = False,
+         leave_out: Collection[str] = ()) -> Scan:
+    """Find the images under ``root``; the class is the first folder below ``root``. The paths in
+    ``leave_out`` (relative to ``root``: --exclude's) are not read.
 
     Unlike the tutorial's ``path.split(os.sep)[1]``, this holds for absolute and nested paths.
     With ``fingerprints`` (and ``check``), each usable image's fingerprint is taken from the
@@ -54,7 +56,7 @@ def scan(root: str, check: bool = True, progress: bool = True, fingerprints: boo
         for name in files:
             path = os.path.join(folder, name)
             relative = os.path.relpath(path, root)
-            if name.startswith("."):
+            if name.startswith(".") or relative in leave_out:
                 continue
             if not is_image_file(name):
                 if os.path.dirname(relative):  # a stray file beside the class folders (LICENSE.txt) is expected
@@ -79,7 +81,7 @@ def scan(root: str, check: bool = True, progress: bool = True, fingerprints: boo
     return result
 
 
-def _destination_name(relative: str) -> str:
+def destination_name(relative: str) -> str:
     """class/sub/x.jpg -> sub__x.jpg: nested images keep distinct names in the flat class folder."""
     parts = relative.split(os.sep)
     return "__".join(parts[1:])
@@ -136,7 +138,7 @@ def write_splits(source: str, base: str, train: dict[str, list[str]], val: dict[
         check_target(source, base)
         staging = new_temp_folder(parent, name, "new")
         try:
-            jobs = [(os.path.join(source, rel), os.path.join(staging, split_name, label, _destination_name(rel)))
+            jobs = [(os.path.join(source, rel), os.path.join(staging, split_name, label, destination_name(rel)))
                     for split_name, part in (("train", train), ("val", val)) for label, rels in part.items()
                     for rel in rels]
             for label in train:

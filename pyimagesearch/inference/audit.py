@@ -1,0 +1,106 @@
+"""inference.py --audit: which photos of a class-folder tree are probably mislabeled, and which
+belong to no class.
+
+The checkpoint's body turns each photo into features (kept in the feature cache beside the model,
+so a second audit of the same photos skips the body); a k-fold linear head and cleanlab then rank
+the suspects (utils/label_issues.py). Photos are only read: nothing is moved, renamed or deleted.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import torch
+
+from .. import engine
+from ..create_dataloaders import eval_image_folder, image_folder, make_loader
+from ..model import Body
+from ..utils import feature_cache
+from ..utils.digest import folder_digest
+from ..utils.errors import UserError
+from ..utils.fileio import NOT_REGULAR
+from ..utils.label_issues import find_suspects, too_small
+from ..utils.text import printable
+from ..utils.weights import weights_identity
+from . import audit_report
+from .predict import Predictor
+
+SUFFIXES = (".csv", ".json", ".png")  # <model>_audit.csv and so on
+
+
+def check_audit(model_path: str, folder: str, folds: int) -> None:
+    """What --audit needs, checked before the model loads: a checkpoint, and at least two classes
+    with as many photos as folds."""
+    if model_path.lower().endswith(".onnx"):
+        raise UserError(f"--audit needs the body's features, and '{model_path}' is an exported ONNX model, which "
+                        "gives only class scores. Pass the checkpoint it was exported from (a .pth file, such as "
+                        "output/finetune_model.pth).")
+    ds = image_folder(folder)
+    if len(ds.classes) < 2:
+        raise UserError(f"--audit '{folder}' holds one class folder ({ds.classes[0]}); an audit compares classes, "
+                        "so it needs at least two. Point --audit at the folder of class folders (dataset/train).")
+    small = too_small(ds.targets, ds.classes, folds)
+    if small:
+        listed = ", ".join(f"'{printable(name)}' ({count})" for name, count in small[:5])
+        fewest = min(count for _, count in small)
+        raise UserError(f"--audit: {len(small)} class(es) of '{folder}' have fewer photos than the {folds} folds of "
+                        f"the cross-validation: {listed}{' ...' if len(small) > 5 else ''}. Every fold's head must see "
+                        f"every class. Pass --folds {max(2, fewest)} (at least 2), add photos to those classes, or "
+                        "audit a folder without them.")
+
+
+def _features(predictor: Predictor, model_path: str, ds, cache_dir: str | None, batch_size: int,
+              progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The body's features of every photo: from the feature cache when its key matches."""
+    body = Body(predictor.model)
+    meta, compute = predictor.meta, predictor.compute
+    cache = None
+    if cache_dir:
+        fields = {"format": feature_cache.FORMAT, "purpose": "audit", "torch": str(torch.__version__),
+                  "model": weights_identity(model_path), "images": folder_digest(ds.samples, ds.root, content=True),
+                  "image_size": meta["image_size"], "mean": list(meta["mean"]), "std": list(meta["std"]), "views": 0,
+                  "device": compute.device.type, "amp": str(compute.amp_dtype), "channels_last": compute.channels_last}
+        shapes = {"val": len(ds), "train": 0, "width": body.width, "classes": len(ds.classes)}
+        cache = feature_cache.FeatureCache(cache_dir, fields, shapes)
+    loader = make_loader(ds, batch_size, shuffle=False, num_workers=predictor.num_workers,
+                         device=str(compute.device))
+
+    def extract(images, desc: str):
+        return engine.extract_features(body, images, compute, progress=progress, desc=desc)
+
+    features_and_labels, _ = feature_cache.body_features(extract, loader, loader, 0, cache)
+    return features_and_labels
+
+
+def audit_folder(predictor: Predictor, model_path: str, folder: str, output: str, *, folds: int, seed: int,
+                 batch_size: int, cache_dir: str | None, progress: bool) -> dict:
+    """Rank the photos of ``folder`` by how likely their label is wrong, flag outliers, and write
+    <output>/<model>_audit.csv/.json/.png; returns the summary."""
+    check_audit(model_path, folder, folds)
+    ds = eval_image_folder(folder, predictor.meta["image_size"], predictor.meta["mean"], predictor.meta["std"])
+    for path in ds.skipped:
+        print(f"[WARN] skipped {printable(path)}: {NOT_REGULAR}")
+    print(f"[INFO] auditing {len(ds)} photos of {len(ds.classes)} classes in {printable(folder)}")
+    features, labels = _features(predictor, model_path, ds, cache_dir, batch_size, progress)
+    started = time.perf_counter()
+    suspects = find_suspects(features.numpy(), labels.numpy(), folds, seed)
+    seconds = time.perf_counter() - started
+    paths = [path for path, _ in ds.samples]
+    rows = audit_report.rows(suspects, paths, ds.classes)
+    label_errors, outliers = int(suspects.label_issue.sum()), int(suspects.outlier.sum())
+    summary = {"model": model_path, "folder": folder, "photos": len(ds), "folds": folds, "seed": seed,
+               "out_of_fold_accuracy": suspects.out_of_fold_accuracy, "label_errors": label_errors,
+               "outliers": outliers, "seconds_after_features": round(seconds, 2),
+               "per_class": audit_report.per_class_counts(rows, ds.classes)}
+    prefix = os.path.join(output, f"{predictor.stem}_audit")
+    written = audit_report.write(rows, prefix, summary)
+    picture = audit_report.montage([row for row in rows if row["kind"]], f"{prefix}.png")
+    header = (f"[INFO] {label_errors} likely label error(s) and {outliers} outlier(s) among {len(ds)} photos "
+              f"({folds}-fold linear head on the body's features: {suspects.out_of_fold_accuracy:.3f} out-of-fold "
+              f"accuracy; {seconds:.1f}s after the features)")
+    print("\n".join(audit_report.summary_lines(rows, ds.classes, header)))
+    print(f"[INFO] wrote {', '.join(written + ([picture] if picture else []))}. No photo was moved, renamed or "
+          f"deleted; to leave photos out, keep the CSV rows you agree with and run "
+          f"`python build_dataset.py --exclude {written[0]}`.")
+    return summary

@@ -1,0 +1,120 @@
+"""inference.py --audit (likely label errors and outliers) and build_dataset.py --exclude."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from math import comb
+
+import pytest
+from conftest import COLORS, build, error_text, file_contents, make_image_folder
+
+import inference
+from pyimagesearch.inference import audit_report
+from pyimagesearch.utils.errors import run_cli
+
+CLASSES = {**COLORS, "yellow": (230, 210, 40)}
+PLANTED = [("blue", 0, "red"), ("green", 1, "yellow"), ("yellow", 2, "blue")]
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    """4 colour classes of 12 photos, 3 of them moved into a wrong class folder: (folder, moved paths)."""
+    root = make_image_folder(str(tmp_path_factory.mktemp("planted") / "photos"), per_class=12, classes=CLASSES)
+    moved = []
+    for source, index, target in PLANTED:
+        destination = os.path.join(root, target, f"moved_{index}.jpg")
+        shutil.move(os.path.join(root, source, f"img_{index}.jpg"), destination)
+        moved.append(destination)
+    return root, moved
+
+
+def _audit(model: str, folder: str, out, *extra: str) -> list[str]:
+    return ["--model", model, "--audit", folder, "--output", str(out), "--folds", "3", "--device", "cpu",
+            "--num-workers", "0", "--no-progress", *extra]
+
+
+def test_the_audit_ranks_planted_mislabels_far_above_chance(trained, planted, tmp_path, capsys):
+    _, model = trained
+    folder, moved = planted
+    before = file_contents(folder)
+    inference.main(_audit(model, folder, tmp_path))
+    report = json.load(open(tmp_path / "warmup_model_audit.json"))
+    ranking = [row["path"] for row in report["photos"]]
+    assert sorted(ranking) == sorted(os.path.join(folder, name) for name in before)  # every photo, once
+    # all 3 planted photos among the first 6 of 48: a random ranking does that with probability 1/864
+    assert set(moved) <= set(ranking[:2 * len(moved)])
+    assert comb(45, 3) / comb(48, 6) < 0.002
+    with open(tmp_path / "warmup_model_audit.csv", newline="") as handle:
+        flagged = list(csv.DictReader(handle))
+    assert flagged and all(row["kind"] for row in flagged)  # the CSV holds the flagged photos only
+    assert {row["path"] for row in flagged} >= set(moved)
+    first = next(row for row in flagged if row["path"] == moved[0])
+    assert (first["given"], first["likely"]) == ("red", "blue")
+    assert os.path.getsize(tmp_path / "warmup_model_audit.png") > 0
+    assert file_contents(folder) == before  # nothing moved, renamed or rewritten
+    out = capsys.readouterr().out
+    assert "likely label error(s)" in out and "build_dataset.py --exclude" in out
+    # a second audit of the same photos with the same model skips the body, and ranks the same
+    inference.main(_audit(model, folder, tmp_path))
+    assert "reusing the body's features" in capsys.readouterr().out
+    assert [row["path"] for row in json.load(open(tmp_path / "warmup_model_audit.json"))["photos"]] == ranking
+
+
+def test_the_audit_refuses_before_loading_the_model(planted, tmp_path, capsys):
+    folder, _ = planted
+    missing_model = str(tmp_path / "no_such_model.pth")  # the folder is checked first
+    assert run_cli(inference.main, _audit(missing_model, folder, tmp_path, "--folds", "13")) == 2
+    message = error_text(capsys)
+    assert "fewer photos than the 13 folds" in message and "'green' (11)" in message and "--folds 11" in message
+    assert run_cli(inference.main, _audit(str(tmp_path / "m.onnx"), folder, tmp_path)) == 2
+    message = error_text(capsys)
+    assert "exported ONNX model" in message and "a .pth file" in message
+    assert not os.listdir(tmp_path)
+
+
+def test_the_summary_stays_short_at_a_hundred_classes():
+    names = [f"class_{i:03d}_with_a_rather_long_name" for i in range(100)]
+    rows = [{"rank": i + 1, "path": f"photos/{names[i % 100]}/{i}.jpg", "given": names[i % 100],
+             "likely": names[(i + 1) % 100], "label_quality": 0.01, "outlier_score": 0.5,
+             "kind": "label" if i % 3 else "outlier"} for i in range(400)]
+    lines = audit_report.summary_lines(rows, names, "[INFO] header")
+    assert len(lines) <= 30
+    assert any("and 88 more classes" in line for line in lines)
+    assert sum(". photos/" in line for line in lines) == audit_report.TOP
+
+
+def test_exclude_leaves_out_listed_photos_by_source_or_dataset_path(tmp_path, capsys):
+    data = make_image_folder(str(tmp_path / "photos"), per_class=6)
+    base = str(tmp_path / "dataset")
+    build(data, base, "--val-split", "0.34")
+    copy_in_dataset = os.path.join(base, "train", "green", sorted(os.listdir(os.path.join(base, "train", "green")))[0])
+    listing = tmp_path / "leave_out.txt"
+    listing.write_text(f"# flagged by hand\n{os.path.join(data, 'red', 'img_0.jpg')}\n\n{copy_in_dataset}\n"
+                       f"{tmp_path / 'elsewhere.jpg'}\n")
+    build(data, base, "--val-split", "0.34", "--exclude", str(listing))
+    manifest = json.load(open(os.path.join(base, "split.json")))
+    green = os.path.join("green", os.path.basename(copy_in_dataset))
+    assert manifest["excluded"]["photos"] == [green, os.path.join("red", "img_0.jpg")]
+    assert manifest["excluded"]["unmatched"] == [str(tmp_path / "elsewhere.jpg")]
+    kept = {os.path.join(label, name) for part in ("train", "val") for label, names in manifest[part].items()
+            for name in names}
+    assert len(kept) == 16 and not kept & set(manifest["excluded"]["photos"])
+    assert "match no photo" in capsys.readouterr().out
+    # an audit CSV, as inference.py --audit writes it, works as it is
+    audit_csv = tmp_path / "audit.csv"
+    audit_csv.write_text("rank,path,given,likely,label_quality,outlier_score,kind\n"
+                         f"1,{os.path.join(data, 'blue', 'img_2.jpg')},blue,red,0.01,0.5,label\n")
+    build(data, base, "--val-split", "0.34", "--exclude", str(audit_csv))
+    assert json.load(open(os.path.join(base, "split.json")))["excluded"]["photos"] == [os.path.join("blue", "img_2.jpg")]
+
+
+def test_a_missing_exclude_file_is_refused_before_any_image_is_read(tmp_path, capsys):
+    import build_dataset
+
+    data = make_image_folder(str(tmp_path / "photos"), per_class=3)
+    code = run_cli(build_dataset.main, ["--data", data, "--output", str(tmp_path / "dataset"),
+                                        "--exclude", str(tmp_path / "nope.csv"), "--no-progress"])
+    assert code == 2 and "--exclude" in error_text(capsys) and not os.path.exists(tmp_path / "dataset")
