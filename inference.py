@@ -6,6 +6,7 @@ Usage:
     python inference.py --model output/warmup_model.pth --show               # ... and open a window
     python inference.py --model output/finetune_model.pth --images my.jpg photos/   # top-k per image
     python inference.py --model output/finetune_model.pth --images photos/ --annotate output/annotated
+    python inference.py --model output/finetune_model.pth --images photos/ --explain output/explained  # heatmaps
     python inference.py --model output/finetune_model.pth --evaluate dataset/val    # metrics + confusion matrix
     python inference.py --model output/warmup_model.pth --audit dataset/train       # likely label errors, outliers
     python inference.py --model output/finetune_model.pth --video garden.mp4        # annotated video + CSV
@@ -23,11 +24,12 @@ import pyimagesearch.utils.ctrl_c_at_start  # noqa: F401  first: Ctrl-C while th
 
 # isort: split
 import argparse
+import os
 from collections.abc import Sequence
 
 from pyimagesearch import config
 from pyimagesearch.arguments import runtime_parser
-from pyimagesearch.inference import annotate, audit, deploy, predict, video
+from pyimagesearch.inference import annotate, audit, deploy, explain, heatmaps, predict, video
 from pyimagesearch.utils import cli, feature_cache, fileio, settings
 from pyimagesearch.utils.cli import CheckedParser
 from pyimagesearch.utils.errors import UserError, run_cli
@@ -43,6 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--images", nargs="+", metavar="PATH", help="image files and/or folders to classify")
     parser.add_argument("--annotate", metavar="DIR",
                         help="with --images: write each photo with its label drawn on it, and a montage, to DIR")
+    parser.add_argument("--explain", metavar="DIR",
+                        help="with --images: write each photo with a Grad-CAM heatmap of what the model looked at, a "
+                             "montage, and the raw maps (.npz), to DIR")
+    parser.add_argument("--explain-class", metavar="NAME",
+                        help="--explain: map this class instead of each photo's top class")
+    parser.add_argument("--explain-layer", default=config.EXPLAIN_LAYER, metavar="NAME",
+                        help="the layer Grad-CAM reads, for --explain and --evaluate's mistakes "
+                             "(default: %(default)s, ResNet50's last block)")
     parser.add_argument("--evaluate", metavar="DIR", help="class-folder tree to evaluate (e.g. dataset/val)")
     parser.add_argument("--audit", metavar="DIR",
                         help="class-folder tree whose photos to audit: likely label errors and outliers, ranked")
@@ -69,14 +79,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    if args.annotate and not args.images:
-        raise UserError("--annotate draws on the photos given with --images; add --images PATH...")
+def check_modes(args: argparse.Namespace) -> None:
+    """The flags that go together, checked before the model loads."""
+    for flag, value in (("--annotate", args.annotate), ("--explain", args.explain)):
+        if value and not args.images:
+            raise UserError(f"{flag} draws on the photos given with --images; add --images PATH...")
+    if args.explain_class and not args.explain:
+        raise UserError("--explain-class chooses the class --explain maps; add --explain DIR.")
+    if args.explain and deploy.is_onnx(args.model):
+        raise UserError(f"--explain reads the model's gradients, and '{args.model}', an exported ONNX model run by "
+                        "OpenCV, has none. Pass the checkpoint it was exported from (a .pth file).")
     if args.video and args.camera is not None:
         raise UserError("--video and --camera: choose one source of frames.")
     if args.audit:
         audit.check_audit(args.model, args.audit, args.folds)
+
+
+def check_explain(args: argparse.Namespace, predictor: predict.Predictor) -> None:
+    """--explain-class names a class of the model, and --explain-layer one of its layers."""
+    if args.explain_class and args.explain_class not in predictor.class_names:
+        raise UserError(f"--explain-class '{args.explain_class}' is not a class of {args.model}; its classes are "
+                        f"{predictor.class_names}.")
+    if args.explain or (args.evaluate and not deploy.is_onnx(args.model)):
+        explain.check_layer(predictor.model, args.explain_layer)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    check_modes(args)
     if args.export:
         meta = deploy.export_onnx(args.model, args.export)
         print(f"[INFO] wrote {args.export} and {deploy.metadata_path(args.export)} "
@@ -86,22 +116,33 @@ def main(argv: Sequence[str] | None = None) -> None:
     cache_dir = feature_cache.cache_folder(args.feature_cache_dir, args.model)
     if args.audit and cache_dir:
         fileio.check_writable_folder(cache_dir, "--feature-cache-dir")
-    if args.annotate:
-        fileio.check_writable_folder(args.annotate, "--annotate")
+    for flag, folder in (("--annotate", args.annotate), ("--explain", args.explain)):
+        if folder:
+            fileio.check_writable_folder(folder, flag)
     if args.seed is not None:
         seed_everything(args.seed)
     keep_allocator_memory(settings.KEEP_ALLOCATOR_MEMORY)  # before the first large allocation
     predictor = predict.load_predictor(args, settings.FORWARD_CHUNK)
+    check_explain(args, predictor)
     if args.images:
         rows = predict.classify_files(predictor, args.images, args.output, top_k=args.top_k,
-                                      batch_size=args.eval_batch_size, model_path=args.model, annotate=args.annotate)
+                                      batch_size=args.eval_batch_size, model_path=args.model, annotate=args.annotate,
+                                      explain=args.explain)
         if args.annotate:
             written = annotate.annotate_files(rows, args.annotate, f"{predictor.stem}_montage.jpg",
                                               progress=args.progress)
             print(f"[INFO] wrote {len(written) - 1} annotated photo(s) and {written[-1]}")
+        if args.explain:
+            written = heatmaps.explain_files(predictor, [row["path"] for row in rows], args.explain,
+                                             layer=args.explain_layer, class_name=args.explain_class,
+                                             batch_size=args.eval_batch_size, progress=args.progress)
+            print(f"[INFO] wrote {len(written) - 2} explained photo(s), {written[-2]} and {written[-1]}")
     if args.evaluate:
-        predict.evaluate_folder(predictor, args.evaluate, args.output, batch_size=args.eval_batch_size,
-                                progress=args.progress)
+        result = predict.evaluate_folder(predictor, args.evaluate, args.output, batch_size=args.eval_batch_size,
+                                         progress=args.progress)
+        if not deploy.is_onnx(args.model):
+            heatmaps.explain_mistakes(predictor, result["mistakes"], os.path.join(args.output, predictor.stem),
+                                      layer=args.explain_layer)
     if args.audit:
         audit.audit_folder(predictor, args.model, args.audit, args.output, folds=args.folds,
                            seed=config.SEED if args.seed is None else args.seed, batch_size=args.eval_batch_size,

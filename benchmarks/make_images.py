@@ -79,6 +79,28 @@ def make_flowers(root: str, per_class: int = 30, size: int = 160, seed: int = 0,
     return root
 
 
+DISC_COLOURS = {"blue": (40, 70, 230), "green": (40, 200, 60), "red": (225, 40, 40), "yellow": (235, 215, 30)}
+
+
+def make_discs(root: str, per_class: int, size: int, seed: int = 0, colours: dict = DISC_COLOURS) -> dict[str, list]:
+    """<root>/<class>/disc_N.png: one coloured disc (the class) at a random place on grey noise, for
+    checking where a heatmap points. Returns {path: [centre x, centre y, radius]} in pixels."""
+    rng = np.random.default_rng(seed)
+    discs = {}
+    for name, colour in colours.items():
+        os.makedirs(os.path.join(root, name), exist_ok=True)
+        for i in range(per_class):
+            pixels = rng.normal(128, 40, (size, size, 3)).clip(0, 255).astype(np.uint8)
+            image = Image.fromarray(pixels)
+            radius = rng.uniform(0.1, 0.16) * size
+            cx, cy = rng.uniform(radius, size - radius, 2)
+            ImageDraw.Draw(image).ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=colour)
+            path = os.path.join(root, name, f"disc_{i:04d}.png")
+            image.save(path)
+            discs[path] = [float(cx), float(cy), float(radius)]
+    return discs
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root")

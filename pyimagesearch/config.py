@@ -104,3 +104,6 @@ TOP_K = 3
 # inference.py --audit: the folds of the cross-validated linear head that predicts each photo from
 # the others (every class needs at least this many photos)
 AUDIT_FOLDS = 5
+# inference.py --explain and --evaluate: the layer whose Grad-CAM heatmap shows where the model
+# looked ("layer4", ResNet50's last block, gives the most class-specific map; "layer3" a finer one)
+EXPLAIN_LAYER = "layer4"

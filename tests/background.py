@@ -152,13 +152,32 @@ def compile_stages(root: Path) -> list[list[dict]]:
                                          ("fine_tune", "finetune", ["--fold-bn"]))]]
 
 
+DISC_SIZE = 128
+
+
+def discs_run(root: Path) -> dict:
+    """Fine-tuning on coloured discs at random places (make_images.make_discs), 6 epochs at 128 px:
+    tests/test_explain.py reads where its heatmaps point. The validation discs' places are in
+    root/discs.json."""
+    from make_images import make_discs
+
+    make_discs(str(root / "train"), 12, DISC_SIZE, seed=0)
+    (root / "discs.json").write_text(json.dumps(make_discs(str(root / "val"), 5, DISC_SIZE, seed=1)))
+    out = root / "output"
+    return {"script": "fine_tune", "log": str(root / "finetune.log"), "sigint_at_epoch": None,
+            "argv": ["--train", str(root / "train"), "--val", str(root / "val"), "--weights", "none", "--image-size",
+                     str(DISC_SIZE), "--epochs", "6", "--lr", "0.01", "--batch-size", "8", "--num-workers", "0",
+                     "--device", "cpu", "--no-progress", "--no-report", "--plot", str(out / "finetune.png"),
+                     "--model", str(out / "finetune_model.pth")]}
+
+
 def forked_runs(root: Path) -> Job:
-    """The SIGINT/resume runs (in root/sigint) and the --compile runs (in root/compile), forked
-    from one process that imports torch once (tests/tiny.py --stages)."""
-    (root / "sigint").mkdir()
-    (root / "compile").mkdir()
+    """The SIGINT/resume runs (in root/sigint), the --compile runs (in root/compile) and the discs
+    run (in root/discs), forked from one process that imports torch once (tests/tiny.py --stages)."""
+    for folder in ("sigint", "compile", "discs"):
+        (root / folder).mkdir()
     sigint, compiled = sigint_stages(root / "sigint"), compile_stages(root / "compile")
-    stages = [sigint[0] + compiled[0], *sigint[1:]]
+    stages = [sigint[0] + compiled[0], *sigint[1:], [discs_run(root / "discs")]]
     (root / "stages.json").write_text(json.dumps(stages))
     return Job([sys.executable, TINY, "--stages", str(root / "stages.json")], root)
 
@@ -207,4 +226,4 @@ def many_classes_report(root: Path) -> Job:
 JOBS = {"torchrun_launch": torchrun_launch, "forked_runs": forked_runs, "many_classes_report": many_classes_report}
 # the fixtures (tests/conftest.py) that read each job
 READERS = {"torchrun_launch": "torchrun_launch", "sigint_runs": "forked_runs", "compiled_runs": "forked_runs",
-           "many_classes_report": "many_classes_report"}
+           "disc_model": "forked_runs", "many_classes_report": "many_classes_report"}

@@ -15,6 +15,7 @@ from tiny import tiny_resnet50
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))  # the generators and measures the tests share with them
 
 COLORS = {"blue": (30, 60, 220), "green": (40, 200, 60), "red": (220, 40, 40)}
 
@@ -86,6 +87,19 @@ def sigint_runs(background_jobs):
 def many_classes_report(background_jobs):
     """The folder of a report over 300 long-named classes (tests/background.py), once it is written."""
     return _runs_folder(background_jobs["many_classes_report"])
+
+
+@pytest.fixture(scope="session")
+def disc_model(background_jobs):
+    """A model fine-tuned on coloured discs at random places (tests/background.py): (model path,
+    validation folder, {validation photo: [centre x, centre y, radius]})."""
+    import json
+
+    folder = _runs_folder(background_jobs["forked_runs"]) / "discs"
+    code = (folder / "finetune.log.code").read_text()
+    assert code == "0", (folder / "finetune.log").read_text()[-3000:]
+    truth = json.loads((folder / "discs.json").read_text())
+    return str(folder / "output" / "finetune_model.pth"), str(folder / "val"), truth
 
 
 @pytest.fixture(scope="session")

@@ -9,9 +9,9 @@ import shutil
 from math import comb
 
 import pytest
-from conftest import COLORS, build, error_text, file_contents, make_image_folder
 
 import inference
+from conftest import COLORS, build, error_text, file_contents, make_image_folder
 from pyimagesearch.inference import audit_report
 from pyimagesearch.utils.errors import run_cli
 

@@ -10,13 +10,9 @@ import subprocess
 import sys
 import time
 
+import bench_training
 import pytest
 from torchvision.models import ResNet50_Weights
-
-from conftest import ROOT
-
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-import bench_training
 
 
 @pytest.mark.resnet50

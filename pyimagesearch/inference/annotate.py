@@ -26,11 +26,16 @@ MONTAGE_TILE = (256, 256)
 WRITABLE = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
-MANIFEST = ".annotated.json"  # in an --annotate folder: the files --annotate wrote there
+MANIFEST = ".annotated.json"  # in an --annotate or --explain folder: the files they wrote there
 
 
 def to_bgr(image: Image.Image) -> np.ndarray:
     return cv2.cvtColor(np.asarray(image.convert("RGB")), cv2.COLOR_RGB2BGR)
+
+
+def hershey(text: str) -> str:
+    """``text`` as OpenCV's Hershey fonts can draw it: ASCII, anything else as '?'."""
+    return text.encode("ascii", "replace").decode()
 
 
 def draw_lines(frame: np.ndarray, lines: Sequence[str], color: tuple[int, int, int] = GREEN) -> np.ndarray:
@@ -68,19 +73,25 @@ def _label(row: dict) -> str:
     return f"{top['class']}: {top['probability'] * 100:.1f}%"
 
 
-def annotated_names(paths: Sequence[str]) -> list[str]:
-    """``<name>_annotated.<ext>`` for each photo, numbered where two folders hold the same name."""
+def annotated_names(paths: Sequence[str], suffix: str = "_annotated") -> list[str]:
+    """``<name><suffix>.<ext>`` for each photo (``_annotated``, or ``_explained`` for --explain),
+    numbered where two folders hold the same name."""
     names, used = [], set()
     for path in paths:
         stem, extension = os.path.splitext(os.path.basename(path))
         extension = extension.lower() if extension.lower() in WRITABLE else ".jpg"
-        name, n = f"{stem}_annotated{extension}", 1
+        name, n = f"{stem}{suffix}{extension}", 1
         while name in used:
             n += 1
-            name = f"{stem}_annotated_{n}{extension}"
+            name = f"{stem}{suffix}_{n}{extension}"
         used.add(name)
         names.append(name)
     return names
+
+
+def explained_names(paths: Sequence[str], stem: str) -> list[str]:
+    """What --explain writes into its folder: one picture per photo, the montage, the maps."""
+    return [*annotated_names(paths, "_explained"), f"{stem}_explained_montage.jpg", f"{stem}_explained.npz"]
 
 
 def _written_here(folder: str) -> set[str]:
@@ -91,21 +102,28 @@ def _written_here(folder: str) -> set[str]:
         return set()
 
 
-def check_targets(folder: str, names: Sequence[str]) -> None:
-    """No file --annotate would write replaces one it did not write itself (the user's own
-    ``p_annotated.jpg``): checked before any photo is classified."""
-    fileio.check_writable_folder(folder, "--annotate")
+def check_targets(folder: str, names: Sequence[str], flag: str = "--annotate") -> None:
+    """No file --annotate (or --explain) would write replaces one it did not write itself (the
+    user's own ``p_annotated.jpg``): checked before any photo is classified."""
+    fileio.check_writable_folder(folder, flag)
     ours = _written_here(folder)
     theirs = [name for name in names if os.path.lexists(os.path.join(folder, name)) and name not in ours]
     if theirs:
         listed = ", ".join(f"'{os.path.join(folder, name)}'" for name in theirs[:3])
-        raise UserError(f"--annotate: {listed}{f' and {len(theirs) - 3} more' if len(theirs) > 3 else ''} already "
-                        "exist and were not written by --annotate; they would be overwritten. Choose another "
-                        "--annotate folder, or move them away.")
+        raise UserError(f"{flag}: {listed}{f' and {len(theirs) - 3} more' if len(theirs) > 3 else ''} already "
+                        f"exist and were not written by --annotate or --explain; they would be overwritten. Choose "
+                        f"another {flag} folder, or move them away.")
+
+
+def claim(folder: str, names: Sequence[str]) -> None:
+    """List ``names`` in the folder's manifest before writing them, so that even a killed run's
+    files are known as ours."""
+    fileio.write_text(os.path.join(folder, MANIFEST),
+                      json.dumps({"written": sorted(_written_here(folder) | set(names))}, indent=1))
 
 
 def is_annotate_folder(folder: str) -> bool:
-    """A folder --annotate wrote into: its photos are outputs, never inputs to classify again."""
+    """A folder --annotate or --explain wrote into: its photos are outputs, never inputs to classify again."""
     return os.path.isfile(os.path.join(folder, MANIFEST))
 
 
@@ -115,8 +133,7 @@ def annotate_files(rows: Sequence[dict], folder: str, montage_name: str, progres
     The folder's manifest lists them first, so even a killed run's files are known as ours."""
     names = [*annotated_names([row["path"] for row in rows]), montage_name]
     check_targets(folder, names)
-    fileio.write_text(os.path.join(folder, MANIFEST),
-                      json.dumps({"written": sorted(_written_here(folder) | set(names))}, indent=1))
+    claim(folder, names)
     written, tiles = [], []
     for row, name in tqdm(list(zip(rows, names)), desc="annotating", unit="photo", disable=not progress, leave=False):
         frame = draw_lines(to_bgr(load_rgb(row["path"])), [_label(row)])

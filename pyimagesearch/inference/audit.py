@@ -24,6 +24,7 @@ from ..utils.label_issues import find_suspects, too_small
 from ..utils.text import printable
 from ..utils.weights import weights_identity
 from . import audit_report
+from .deploy import is_onnx
 from .predict import Predictor
 
 SUFFIXES = (".csv", ".json", ".png")  # <model>_audit.csv and so on
@@ -32,7 +33,7 @@ SUFFIXES = (".csv", ".json", ".png")  # <model>_audit.csv and so on
 def check_audit(model_path: str, folder: str, folds: int) -> None:
     """What --audit needs, checked before the model loads: a checkpoint, and at least two classes
     with as many photos as folds."""
-    if model_path.lower().endswith(".onnx"):
+    if is_onnx(model_path):
         raise UserError(f"--audit needs the body's features, and '{model_path}' is an exported ONNX model, which "
                         "gives only class scores. Pass the checkpoint it was exported from (a .pth file, such as "
                         "output/finetune_model.pth).")

@@ -13,7 +13,7 @@ from ..utils import fileio
 from ..utils.images import load_rgb
 from ..utils.label_issues import Suspects
 from ..utils.text import printable, shortened
-from .annotate import GREEN, draw_lines, to_bgr, write_image
+from .annotate import GREEN, draw_lines, hershey, to_bgr, write_image
 
 MONTAGE_PHOTOS = 16
 MONTAGE_TILE = (256, 256)
@@ -56,7 +56,7 @@ def montage(flagged: list[dict], path: str) -> str | None:
     for row in flagged[:MONTAGE_PHOTOS]:
         frame = imutils.resize(to_bgr(load_rgb(row["path"], MONTAGE_TILE[0])), width=MONTAGE_TILE[0])
         lines = [shortened(line, 28) for line in _tile_label(row)]
-        tiles.append(draw_lines(frame, [line.encode("ascii", "replace").decode() for line in lines],
+        tiles.append(draw_lines(frame, [hershey(line) for line in lines],
                                 RED if "label" in row["kind"] else GREEN))
     columns = min(4, len(tiles))
     write_image(path, imutils.build_montages(tiles, MONTAGE_TILE, (columns, -(-len(tiles) // columns)))[0])

@@ -33,7 +33,7 @@ from ..utils.opencv import has_display
 from ..utils.runtime import Compute, resolve_device, resolve_workers
 from ..utils.text import drawable, printable
 from . import deploy
-from .annotate import annotated_names, check_targets, is_annotate_folder
+from .annotate import annotated_names, check_targets, explained_names, is_annotate_folder
 
 
 @dataclass
@@ -63,7 +63,7 @@ def load_predictor(args: argparse.Namespace, forward_chunk: int | str) -> Predic
     settings.FORWARD_CHUNK."""
     stem = os.path.splitext(os.path.basename(args.model))[0]
     print("[INFO] loading the model...")
-    if args.model.lower().endswith(".onnx"):
+    if deploy.is_onnx(args.model):
         model, meta = deploy.load_onnx(args.model)
         cpu = torch.device("cpu")
         print("[INFO] running the exported model with OpenCV's DNN module on the CPU")
@@ -135,7 +135,8 @@ def expand_paths(paths: Sequence[str], skip: Sequence[str] = ()) -> tuple[list[s
         if os.path.isdir(path):
             for folder, dirs, names in os.walk(path):
                 if os.path.realpath(folder) in outputs or is_annotate_folder(folder):
-                    why = "--annotate wrote them" if is_annotate_folder(folder) else "it is the --annotate folder"
+                    why = ("--annotate or --explain wrote them" if is_annotate_folder(folder)
+                           else "it is the --annotate or --explain folder")
                     print(f"[INFO] not classifying the photos in {printable(folder)}: {why}")
                     outputs_met.append(folder)
                     dirs[:] = []
@@ -170,13 +171,15 @@ def _nothing_classified(paths: Sequence[str], problems: list, outputs_met: list[
 
 
 def classify_files(predictor: Predictor, paths: Sequence[str], output: str, *, top_k: int, batch_size: int,
-                   model_path: str, annotate: str | None = None) -> list[dict]:
+                   model_path: str, annotate: str | None = None, explain: str | None = None) -> list[dict]:
     """Top-k classes for each file; writes <stem>_images.json/.csv/.png. Raises UserError when
-    nothing could be classified. With ``annotate`` (a folder), what --annotate will write there is
-    checked first, and its photos are never inputs."""
-    files, problems, outputs_met = expand_paths(paths, skip=[annotate] if annotate else [])
+    nothing could be classified. With ``annotate`` or ``explain`` (folders), what --annotate and
+    --explain will write there is checked first, and their photos are never inputs."""
+    files, problems, outputs_met = expand_paths(paths, skip=[folder for folder in (annotate, explain) if folder])
     if annotate:
         check_targets(annotate, [*annotated_names(files), f"{predictor.stem}_montage.jpg"])
+    if explain:
+        check_targets(explain, explained_names(files, predictor.stem), "--explain")
     class_names = predictor.class_names
     top_k = max(1, min(top_k, len(class_names)))
     loader = make_loader(ImageFiles(files, predictor.transform(), predictor.meta["image_size"]), batch_size,
