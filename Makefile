@@ -45,9 +45,9 @@ bench: $(STAMP)
 gpu-check: $(STAMP)
 	$(PY) benchmarks/gpu_check.py
 
-# what a bare GPU image lacks, unpacked into .gpu-deps/ to carry there (docs/speed.md, GPUs)
+# what a bare GPU image lacks (imutils, torchcam), unpacked into .gpu-deps/ to carry there (docs/speed.md, GPUs)
 gpu-deps: $(STAMP)
-	rm -rf .gpu-deps && $(PY) -m pip install --quiet --no-deps --target .gpu-deps imutils
+	rm -rf .gpu-deps && $(PY) -m pip install --quiet --no-deps --target .gpu-deps imutils torchcam
 
 clean:
 	rm -rf demo output/*.png output/*.pth output/*.json output/*.csv output/*.onnx output/feature_cache output/annotated

@@ -79,10 +79,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         photos = make_flowers(os.path.join(work, "flower_photos"), args.per_class, 160, args.seed, DISTINCT_CLASSES)
         moved = plant(photos, args.share, args.seed)
+        val = make_flowers(os.path.join(work, "val"), 10, 160, args.seed + 1, DISTINCT_CLASSES)  # training's own check
         out = os.path.join(work, "output")
         model = os.path.join(out, "warmup_model.pth")
         training = timed(train_feature_extraction.main, [
-            "--train", photos, "--val", photos, "--weights", "none", "--image-size", str(args.image_size),
+            "--train", photos, "--val", val, "--weights", "none", "--image-size", str(args.image_size),
             "--epochs", "1", "--no-progress", "--no-report", "--plot", os.path.join(out, "warmup.png"), "--model", model])
         audit = ["--model", model, "--audit", photos, "--output", out, "--no-progress"]
         first = timed(inference.main, audit)

@@ -50,8 +50,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--layer", default="layer4")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--output", default=os.path.join(ROOT, "benchmarks", "results", "explain_discs.json"))
+    parser.add_argument("--montage", help="also keep the montage of the explained photos here (a .jpg)")
     args = parser.parse_args(argv)
 
+    import torch
     from bench_training import machine
     from make_images import make_discs
 
@@ -77,6 +79,8 @@ def main(argv: list[str] | None = None) -> None:
                 inference.main(argv_)
                 seconds[name].append(time.perf_counter() - started)
         inside = peak_inside(os.path.join(out, "explained", "finetune_model_explained.npz"), discs)
+        if args.montage:
+            shutil.copyfile(os.path.join(out, "explained", "finetune_model_explained_montage.jpg"), args.montage)
         history = json.load(open(os.path.join(out, "finetune_history.json")))
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -84,7 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     chance = float(np.mean([np.pi * r ** 2 / size ** 2 for _, _, r in discs.values()]))
     per_photo = {name: round(min(values) / photos, 4) for name, values in seconds.items()}
     result = {"command": "python benchmarks/explain_discs.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "machine": machine("cpu"), "image_size": size, "layer": args.layer, "photos": photos,
+              "machine": machine("cuda" if torch.cuda.is_available() else "cpu"), "image_size": size,
+              "layer": args.layer, "photos": photos,
               "val_acc": history[-1]["val_acc"], "peak_inside_disc": round(sum(inside) / len(inside), 4),
               "chance": round(chance, 4), "seconds_per_photo": per_photo,
               "explain_over_images": round(per_photo["images_explain"] / per_photo["images"], 2),

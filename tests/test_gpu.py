@@ -68,3 +68,35 @@ def test_feature_extraction_on_the_gpu_reuses_its_cache_and_predicts_as_the_cpu_
     for gpu, cpu in zip(rows["cuda"], rows["cpu"]):
         assert gpu["path"] == cpu["path"] and gpu["top"][0]["class"] == cpu["top"][0]["class"]
         assert abs(gpu["top"][0]["probability"] - cpu["top"][0]["probability"]) < 1e-3
+
+
+def test_heatmaps_on_the_gpu_peak_where_the_unfolded_fp32_ones_on_the_cpu_do(tmp_path):
+    from make_images import make_discs
+
+    from pyimagesearch.create_dataloaders import eval_image_folder
+    from pyimagesearch.freezing import fold_frozen_batchnorm
+    from pyimagesearch.inference.explain import Explainer
+    from pyimagesearch.utils.runtime import Compute
+
+    make_discs(str(tmp_path / "train"), 12, 128, seed=0)
+    make_discs(str(tmp_path / "val"), 5, 128, seed=1)
+    model_path = str(tmp_path / "output" / "finetune_model.pth")
+    fine_tune.main(["--train", str(tmp_path / "train"), "--val", str(tmp_path / "val"), "--weights", "none",
+                    "--image-size", "128", "--epochs", "6", "--lr", "0.01", "--batch-size", "8", "--device", "cuda",
+                    "--no-progress", "--no-report", "--plot", str(tmp_path / "output" / "finetune.png"),
+                    "--model", model_path])
+    plain, meta = checkpoint.load(model_path)
+    fast, _ = checkpoint.load(model_path)
+    for model in (plain, fast):
+        model.requires_grad_(False).eval()
+    fold_frozen_batchnorm(fast)
+    gpu = Compute.from_settings(torch.device("cuda"), "auto", True, 0)
+    fast = gpu.prepare(fast)
+    ds = eval_image_folder(str(tmp_path / "val"), meta["image_size"], meta["mean"], meta["std"])
+    images = torch.stack([ds[i][0] for i in range(len(ds))])
+    reference, probabilities = Explainer(plain, Compute(torch.device("cpu"))).maps(images)
+    mapped, _ = Explainer(fast, gpu).maps(images, probabilities.argmax(1).tolist())
+    peaks = [divmod(int(m.argmax()), m.shape[1]) for m in reference]
+    gpu_peaks = [divmod(int(m.argmax()), m.shape[1]) for m in mapped]
+    assert gpu.amp_dtype is not None and all(max(abs(a - c), abs(b - d)) <= 1 for (a, b), (c, d) in zip(peaks, gpu_peaks))
+    assert sum(p == q for p, q in zip(peaks, gpu_peaks)) >= 0.9 * len(peaks)

@@ -290,7 +290,7 @@ def test_every_mode_feeds_the_model_the_same_tensor(tmp_path, trained, monkeypat
 
     def spy_report(model, loader, *a, **k):
         seen["evaluate"] = torch.stack([loader.dataset[i][0] for i in range(len(loader.dataset))])
-        return {}
+        return {"mistakes": []}
 
     monkeypatch.setattr(predict.engine, "probabilities", spy)
     monkeypatch.setattr(predict.engine, "evaluate_and_report", spy_report)
@@ -373,7 +373,7 @@ def test_annotate_never_overwrites_the_users_own_file_and_never_reads_its_output
     capsys.readouterr()
     assert run_cli(inference.main, run) == 0  # the same command again: its own files are replaced, not classified
     out = capsys.readouterr().out
-    assert "_annotated" not in out.split("[INFO] not classifying")[0] and "--annotate wrote them" in out
+    assert "_annotated" not in out.split("[INFO] not classifying")[0] and "--annotate or --explain wrote them" in out
     assert sorted(os.listdir(annotated)) == written
     rows = json.loads((tmp_path / "o" / "warmup_model_images.json").read_text())["predictions"]
     assert len(rows) == len(os.listdir(photos)) - 1  # the photos, not the annotated folder

@@ -23,6 +23,7 @@ from ..utils.images import load_rgb
 GREEN = (0, 255, 0)  # the label colour of PyImageSearch's OpenCV examples (BGR)
 BLACK = (0, 0, 0)
 MONTAGE_TILE = (256, 256)
+MONTAGE_LIMIT = 64  # photos in a montage (the first ones): 16 rows of 4 tiles; more photos are in their own files
 WRITABLE = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
@@ -71,6 +72,19 @@ def write_image(path: str, frame: np.ndarray) -> None:
 def _label(row: dict) -> str:
     top = row["top"][0]
     return f"{top['class']}: {top['probability'] * 100:.1f}%"
+
+
+def montage_tile(frame: np.ndarray) -> np.ndarray:
+    """A picture shrunk to a montage tile's width, so that a montage's tiles need little memory."""
+    return imutils.resize(frame, width=MONTAGE_TILE[0]) if frame.shape[1] > MONTAGE_TILE[0] else frame
+
+
+def write_montage(tiles: Sequence[np.ndarray], path: str) -> str:
+    """The first MONTAGE_LIMIT tiles in rows of 4, with imutils, written with OpenCV."""
+    tiles = list(tiles[:MONTAGE_LIMIT])
+    columns = min(4, len(tiles))
+    write_image(path, imutils.build_montages(tiles, MONTAGE_TILE, (columns, -(-len(tiles) // columns)))[0])
+    return path
 
 
 def annotated_names(paths: Sequence[str], suffix: str = "_annotated") -> list[str]:
@@ -140,12 +154,8 @@ def annotate_files(rows: Sequence[dict], folder: str, montage_name: str, progres
         path = os.path.join(folder, name)
         write_image(path, frame)
         written.append(path)
-        tiles.append(frame)
+        if len(tiles) < MONTAGE_LIMIT:
+            tiles.append(montage_tile(frame))
     if tiles:
-        columns = min(4, len(tiles))
-        rows_needed = -(-len(tiles) // columns)
-        montage = imutils.build_montages(tiles, MONTAGE_TILE, (columns, rows_needed))[0]
-        path = os.path.join(folder, montage_name)
-        write_image(path, montage)
-        written.append(path)
+        written.append(write_montage(tiles, os.path.join(folder, montage_name)))
     return written

@@ -7,16 +7,13 @@ import json
 import os
 from collections.abc import Sequence
 
-import imutils
-
 from ..utils import fileio
 from ..utils.images import load_rgb
 from ..utils.label_issues import Suspects
 from ..utils.text import printable, shortened
-from .annotate import GREEN, draw_lines, hershey, to_bgr, write_image
+from .annotate import GREEN, MONTAGE_TILE, draw_lines, hershey, montage_tile, to_bgr, write_montage
 
 MONTAGE_PHOTOS = 16
-MONTAGE_TILE = (256, 256)
 RED = (0, 0, 255)  # BGR
 SUMMARY_CLASSES = 12  # classes listed by name in the summary; the rest are counted in one line
 TOP = 10
@@ -54,13 +51,11 @@ def montage(flagged: list[dict], path: str) -> str | None:
         return None
     tiles = []
     for row in flagged[:MONTAGE_PHOTOS]:
-        frame = imutils.resize(to_bgr(load_rgb(row["path"], MONTAGE_TILE[0])), width=MONTAGE_TILE[0])
+        frame = montage_tile(to_bgr(load_rgb(row["path"], MONTAGE_TILE[0])))
         lines = [shortened(line, 28) for line in _tile_label(row)]
         tiles.append(draw_lines(frame, [hershey(line) for line in lines],
                                 RED if "label" in row["kind"] else GREEN))
-    columns = min(4, len(tiles))
-    write_image(path, imutils.build_montages(tiles, MONTAGE_TILE, (columns, -(-len(tiles) // columns)))[0])
-    return path
+    return write_montage(tiles, path)
 
 
 def summary_lines(all_rows: list[dict], class_names: Sequence[str], header: str) -> list[str]:

@@ -8,7 +8,6 @@ import os
 import zipfile
 from collections.abc import Sequence
 
-import imutils
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -17,22 +16,24 @@ from ..create_dataloaders import eval_loader
 from ..utils import fileio
 from ..utils.images import load_rgb
 from ..utils.text import printable
-from .annotate import MONTAGE_TILE, check_targets, claim, draw_lines, explained_names, hershey, to_bgr, write_image
+from .annotate import (
+    MONTAGE_LIMIT,
+    MONTAGE_TILE,
+    check_targets,
+    claim,
+    draw_lines,
+    explained_names,
+    hershey,
+    montage_tile,
+    to_bgr,
+    write_image,
+    write_montage,
+)
 from .explain import Explainer, at_size, overlay
 from .predict import Predictor
 
 MISTAKES_SUFFIX = "_mistakes_explained.png"  # beside the report's <model>_mistakes.png
 RED = (0, 0, 255)  # BGR
-
-
-def _montage(tiles: list[np.ndarray], path: str) -> str:
-    columns = min(4, len(tiles))
-    write_image(path, imutils.build_montages(tiles, MONTAGE_TILE, (columns, -(-len(tiles) // columns)))[0])
-    return path
-
-
-def _tile(frame: np.ndarray) -> np.ndarray:
-    return imutils.resize(frame, width=MONTAGE_TILE[0]) if frame.shape[1] > MONTAGE_TILE[0] else frame
 
 
 def _add_map(archive: zipfile.ZipFile, key: str, cam: np.ndarray) -> None:
@@ -69,7 +70,8 @@ def explain_files(predictor: Predictor, paths: Sequence[str], folder: str, *, la
                     frame = draw_lines(overlay(photo, cam, size), [hershey(line) for line in lines])
                     write_image(os.path.join(folder, name), frame)
                     written.append(os.path.join(folder, name))
-                    tiles.append(_tile(frame))
+                    if len(tiles) < MONTAGE_LIMIT:
+                        tiles.append(montage_tile(frame))
                     if path not in keys:
                         keys.add(path)
                         _add_map(archive, path, at_size(cam, photo.shape[1], photo.shape[0], size).astype(np.float16))
@@ -78,7 +80,7 @@ def explain_files(predictor: Predictor, paths: Sequence[str], folder: str, *, la
 
     npz = os.path.join(folder, names[-1])
     fileio.atomic_write(npz, write_all)
-    return [*written, _montage(tiles, os.path.join(folder, names[-2])), npz]
+    return [*written, write_montage(tiles, os.path.join(folder, names[-2])), npz]
 
 
 def explain_mistakes(predictor: Predictor, mistakes: Sequence[dict], prefix: str, *, layer: str,
@@ -98,9 +100,9 @@ def explain_mistakes(predictor: Predictor, mistakes: Sequence[dict], prefix: str
     cams, _ = explainer.maps(images, [predictor.class_names.index(m["predicted"]) for m in shown])
     tiles = []
     for mistake, cam in zip(shown, cams):
-        photo = _tile(to_bgr(load_rgb(mistake["path"], MONTAGE_TILE[0])))
+        photo = montage_tile(to_bgr(load_rgb(mistake["path"], MONTAGE_TILE[0])))
         lines = [f"{mistake['true']} -> {mistake['predicted']}", f"({mistake['probability']:.2f})"]
         tiles.append(draw_lines(overlay(photo, cam, size), [hershey(line) for line in lines], RED))
     print(f"[INFO] wrote {printable(path)}: the {len(shown)} most confident mistakes with what the model looked at")
-    return _montage(tiles, path)
+    return write_montage(tiles, path)
 

@@ -10,6 +10,7 @@ the rule cleanlab's Datalab applies by default.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 
 FOLDS = 5
+# from this many photos on, the folds are fitted side by side in worker processes (one per core,
+# joblib's): a fit of 3,000 photos' features takes seconds, while starting the workers takes about one
+PARALLEL_FROM = 1000
 # Datalab flags a photo whose mean k-NN distance lies beyond Q3 + (1 / 0.37037 - 1) x IQR of them all
 DATALAB_OUTLIER_THRESHOLD = 0.37037
 
@@ -63,9 +67,10 @@ def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, folds: i
 
     head = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
     splits = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    workers = min(folds, os.cpu_count() or 1) if len(labels) >= PARALLEL_FROM else 1
     with warnings.catch_warnings():  # a head that stops short of full convergence still ranks well
         warnings.filterwarnings("ignore", message=".*(converge|ITERATIONS REACHED).*")
-        return cross_val_predict(head, features, labels, cv=splits, method="predict_proba")
+        return cross_val_predict(head, features, labels, cv=splits, method="predict_proba", n_jobs=workers)
 
 
 def _datalab_outliers(scores: np.ndarray) -> np.ndarray:
