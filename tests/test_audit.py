@@ -68,7 +68,7 @@ def test_the_audit_refuses_before_loading_the_model(planted, tmp_path, capsys):
     missing_model = str(tmp_path / "no_such_model.pth")  # the folder is checked first
     assert run_cli(inference.main, _audit(missing_model, folder, tmp_path, "--folds", "13")) == 2
     message = error_text(capsys)
-    assert "fewer photos than the 13 folds" in message and "'green' (11)" in message and "--folds 11" in message
+    assert "fewer readable photos than the 13 folds" in message and "'green' (11)" in message and "--folds 11" in message
     assert run_cli(inference.main, _audit(str(tmp_path / "m.onnx"), folder, tmp_path)) == 2
     message = error_text(capsys)
     assert "exported ONNX model" in message and "a .pth file" in message
@@ -118,3 +118,18 @@ def test_a_missing_exclude_file_is_refused_before_any_image_is_read(tmp_path, ca
     code = run_cli(build_dataset.main, ["--data", data, "--output", str(tmp_path / "dataset"),
                                         "--exclude", str(tmp_path / "nope.csv"), "--no-progress"])
     assert code == 2 and "--exclude" in error_text(capsys) and not os.path.exists(tmp_path / "dataset")
+
+
+def test_a_photo_that_cannot_be_read_is_named_and_left_out_of_the_audit(trained, planted, tmp_path, capsys):
+    _, model = trained
+    folder = tmp_path / "photos"
+    shutil.copytree(planted[0], folder)
+    broken = folder / "red" / "broken.jpg"
+    broken.write_bytes((folder / "red" / "img_3.jpg").read_bytes()[:300])  # a download cut short
+    inference.main(_audit(model, str(folder), tmp_path, "--feature-cache-dir", str(tmp_path / "cache")))
+    out = capsys.readouterr().out
+    assert f"skipped {broken}" in out and "could not be read" in out
+    report = json.load(open(tmp_path / "warmup_model_audit.json"))
+    assert report["photos"] and str(broken) not in {row["path"] for row in report["photos"]}
+    assert report["skipped"][0]["path"] == str(broken) and len(report["photos"]) == report["audited"] == 48
+    assert os.listdir(tmp_path / "cache") == []  # kept only once every photo reads

@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 import time
 
+import numpy as np
 import torch
+from tqdm import tqdm
 
-from .. import engine
 from ..create_dataloaders import eval_image_folder, image_folder, make_loader
 from ..model import Body
 from ..utils import feature_cache
@@ -25,10 +26,7 @@ from ..utils.text import printable
 from ..utils.weights import weights_identity
 from . import audit_report
 from .deploy import is_onnx
-from .predict import Predictor
-
-SUFFIXES = (".csv", ".json", ".png")  # <model>_audit.csv and so on
-
+from .predict import ImageFiles, Predictor, collate_readable
 
 def check_audit(model_path: str, folder: str, folds: int) -> None:
     """What --audit needs, checked before the model loads: a checkpoint, and at least two classes
@@ -41,37 +39,64 @@ def check_audit(model_path: str, folder: str, folds: int) -> None:
     if len(ds.classes) < 2:
         raise UserError(f"--audit '{folder}' holds one class folder ({ds.classes[0]}); an audit compares classes, "
                         "so it needs at least two. Point --audit at the folder of class folders (dataset/train).")
-    small = too_small(ds.targets, ds.classes, folds)
+    _check_counts(ds.targets, ds.classes, folder, folds)
+
+
+def _check_counts(labels, classes, folder: str, folds: int) -> None:
+    small = too_small(labels, classes, folds)
     if small:
         listed = ", ".join(f"'{printable(name)}' ({count})" for name, count in small[:5])
         fewest = min(count for _, count in small)
-        raise UserError(f"--audit: {len(small)} class(es) of '{folder}' have fewer photos than the {folds} folds of "
-                        f"the cross-validation: {listed}{' ...' if len(small) > 5 else ''}. Every fold's head must see "
-                        f"every class. Pass --folds {max(2, fewest)} (at least 2), add photos to those classes, or "
-                        "audit a folder without them.")
+        fewer_folds = f"pass --folds {fewest}, " if fewest >= 2 else ""
+        raise UserError(f"--audit: {len(small)} class(es) of '{folder}' have fewer readable photos than the {folds} "
+                        f"folds of the cross-validation: {listed}{' ...' if len(small) > 5 else ''}. Every fold's head "
+                        f"must see every class: {fewer_folds}add photos to those classes, or audit a folder without "
+                        "them.")
+
+
+def _cache(predictor: Predictor, model_path: str, ds, cache_dir: str | None, width: int):
+    """Where the audit keeps the body's features of ``ds``: keyed by the checkpoint, the photos'
+    contents and how the body runs."""
+    if not cache_dir:
+        return None
+    meta, compute = predictor.meta, predictor.compute
+    fields = {"format": feature_cache.FORMAT, "purpose": "audit", "torch": str(torch.__version__),
+              "model": weights_identity(model_path), "images": folder_digest(ds.samples, ds.root, content=True),
+              "image_size": meta["image_size"], "mean": list(meta["mean"]), "std": list(meta["std"]), "views": 0,
+              "device": compute.device.type, "amp": str(compute.amp_dtype), "channels_last": compute.channels_last}
+    shapes = {"val": len(ds), "train": 0, "width": width, "classes": len(ds.classes)}
+    return feature_cache.FeatureCache(cache_dir, fields, shapes)
 
 
 def _features(predictor: Predictor, model_path: str, ds, cache_dir: str | None, batch_size: int,
-              progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """The body's features of every photo: from the feature cache when its key matches."""
+              progress: bool) -> tuple[torch.Tensor, list[int], list[tuple[str, str]]]:
+    """The body's features of the photos that decode, their indices in ``ds.samples``, and the
+    (path, reason) of those that do not. From the feature cache when its key matches; stored there
+    only when every photo decoded, so that a cached set always covers the whole folder."""
     body = Body(predictor.model)
-    meta, compute = predictor.meta, predictor.compute
-    cache = None
-    if cache_dir:
-        fields = {"format": feature_cache.FORMAT, "purpose": "audit", "torch": str(torch.__version__),
-                  "model": weights_identity(model_path), "images": folder_digest(ds.samples, ds.root, content=True),
-                  "image_size": meta["image_size"], "mean": list(meta["mean"]), "std": list(meta["std"]), "views": 0,
-                  "device": compute.device.type, "amp": str(compute.amp_dtype), "channels_last": compute.channels_last}
-        shapes = {"val": len(ds), "train": 0, "width": body.width, "classes": len(ds.classes)}
-        cache = feature_cache.FeatureCache(cache_dir, fields, shapes)
-    loader = make_loader(ds, batch_size, shuffle=False, num_workers=predictor.num_workers,
-                         device=str(compute.device))
-
-    def extract(images, desc: str):
-        return engine.extract_features(body, images, compute, progress=progress, desc=desc)
-
-    features_and_labels, _ = feature_cache.body_features(extract, loader, loader, 0, cache)
-    return features_and_labels
+    cache = _cache(predictor, model_path, ds, cache_dir, body.width)
+    stored, problem = cache.load() if cache else (None, None)
+    if problem:
+        print(f"[WARN] not using the cached features in {cache.path}: {problem}; computing them again")
+    if stored is not None:
+        print(f"[INFO] reusing the body's features from {cache.path}: the body does not run")
+        return stored["val"][0], list(range(len(ds))), []
+    paths = [path for path, _ in ds.samples]
+    loader = make_loader(ImageFiles(paths, predictor.transform(), predictor.meta["image_size"]), batch_size,
+                         shuffle=False, num_workers=predictor.num_workers, device=str(predictor.compute.device),
+                         collate_fn=collate_readable)
+    features, kept, failures = [], [], []
+    with torch.inference_mode():
+        for images, indices, failed in tqdm(loader, desc="features", unit="batch", disable=not progress, leave=False):
+            failures += [(paths[i], reason) for i, reason in failed]
+            if indices:
+                features.append(predictor.compute.infer(body, images).float().cpu())
+                kept += indices
+    features = torch.cat(features) if features else torch.empty(0, body.width)
+    if cache and not failures:
+        cache.save((features, torch.tensor(ds.targets, dtype=torch.long)), [])
+        print(f"[INFO] stored the body's features in {cache.path}; the next audit of these photos reuses them")
+    return features, kept, failures
 
 
 def audit_folder(predictor: Predictor, model_path: str, folder: str, output: str, *, folds: int, seed: int,
@@ -83,21 +108,29 @@ def audit_folder(predictor: Predictor, model_path: str, folder: str, output: str
     for path in ds.skipped:
         print(f"[WARN] skipped {printable(path)}: {NOT_REGULAR}")
     print(f"[INFO] auditing {len(ds)} photos of {len(ds.classes)} classes in {printable(folder)}")
-    features, labels = _features(predictor, model_path, ds, cache_dir, batch_size, progress)
+    features, kept, failures = _features(predictor, model_path, ds, cache_dir, batch_size, progress)
+    for path, reason in failures:
+        print(f"[WARN] skipped {printable(path)}: {reason}")
+    if failures:
+        print(f"[WARN] {len(failures)} photo(s) could not be read (listed above) and are left out of the audit; its "
+              "features are not kept until every photo reads. Fix or remove them (build_dataset.py skips them too).")
+    labels = [ds.targets[i] for i in kept]
+    _check_counts(labels, ds.classes, folder, folds)
     started = time.perf_counter()
-    suspects = find_suspects(features.numpy(), labels.numpy(), folds, seed)
+    suspects = find_suspects(features.numpy(), np.asarray(labels), folds, seed)
     seconds = time.perf_counter() - started
-    paths = [path for path, _ in ds.samples]
+    paths = [ds.samples[i][0] for i in kept]
     rows = audit_report.rows(suspects, paths, ds.classes)
     label_errors, outliers = int(suspects.label_issue.sum()), int(suspects.outlier.sum())
-    summary = {"model": model_path, "folder": folder, "photos": len(ds), "folds": folds, "seed": seed,
+    summary = {"model": model_path, "folder": folder, "audited": len(kept), "folds": folds, "seed": seed,
+               "skipped": [{"path": path, "reason": reason} for path, reason in failures],
                "out_of_fold_accuracy": suspects.out_of_fold_accuracy, "label_errors": label_errors,
                "outliers": outliers, "seconds_after_features": round(seconds, 2),
                "per_class": audit_report.per_class_counts(rows, ds.classes)}
     prefix = os.path.join(output, f"{predictor.stem}_audit")
     written = audit_report.write(rows, prefix, summary)
     picture = audit_report.montage([row for row in rows if row["kind"]], f"{prefix}.png")
-    header = (f"[INFO] {label_errors} likely label error(s) and {outliers} outlier(s) among {len(ds)} photos "
+    header = (f"[INFO] {label_errors} likely label error(s) and {outliers} outlier(s) among {len(kept)} photos "
               f"({folds}-fold linear head on the body's features: {suspects.out_of_fold_accuracy:.3f} out-of-fold "
               f"accuracy; {seconds:.1f}s after the features)")
     print("\n".join(audit_report.summary_lines(rows, ds.classes, header)))

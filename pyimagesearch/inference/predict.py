@@ -119,7 +119,8 @@ class ImageFiles(Dataset):
             return torch.zeros(3, 1, 1), index, f"{type(error).__name__}: {error}"
 
 
-def _collate(batch):
+def collate_readable(batch):
+    """ImageFiles' items as (images that decoded, their indices, (index, reason) of the others)."""
     good = [item for item in batch if not item[2]]
     images = torch.stack([item[0] for item in good]) if good else torch.empty(0)
     return images, [item[1] for item in good], [(item[1], item[2]) for item in batch if item[2]]
@@ -184,7 +185,7 @@ def classify_files(predictor: Predictor, paths: Sequence[str], output: str, *, t
     top_k = max(1, min(top_k, len(class_names)))
     loader = make_loader(ImageFiles(files, predictor.transform(), predictor.meta["image_size"]), batch_size,
                          shuffle=False, num_workers=min(predictor.num_workers, len(files)),
-                         device=str(predictor.compute.device), collate_fn=_collate)
+                         device=str(predictor.compute.device), collate_fn=collate_readable)
     rows, shown = [], []
     started = time.perf_counter()
     for images, indices, failures in loader:
