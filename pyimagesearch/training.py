@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
 from tqdm import tqdm
 
@@ -49,6 +48,8 @@ def class_weights(ds, balanced: bool, device: torch.device) -> torch.Tensor | No
     (classes x images of the class); None (every image counts once) otherwise."""
     if not balanced:
         return None
+    from sklearn.utils.class_weight import compute_class_weight  # only here: scikit-learn takes 1.5 s to import
+
     weights = compute_class_weight("balanced", classes=np.arange(len(ds.classes)), y=ds.targets)
     return torch.tensor(weights, dtype=torch.float32, device=device)
 

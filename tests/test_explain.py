@@ -71,7 +71,7 @@ def test_the_maps_stay_the_same_with_folded_batchnorm_channels_last_and_bf16(dis
 
 def test_explain_class_maps_another_class(disc_model, tmp_path):
     model, val, _ = disc_model
-    red = os.path.join(val, "red")
+    red = os.path.join(val, "red", "disc_0000.png")
     inference.main(_explain(model, red, tmp_path / "top"))
     inference.main(_explain(model, red, tmp_path / "blue", "--explain-class", "blue"))
     with np.load(tmp_path / "top" / "explained" / "finetune_model_explained.npz") as top, \

@@ -28,6 +28,7 @@ from . import audit_report
 from .deploy import is_onnx
 from .predict import ImageFiles, Predictor, collate_readable
 
+
 def check_audit(model_path: str, folder: str, folds: int) -> None:
     """What --audit needs, checked before the model loads: a checkpoint, and at least two classes
     with as many photos as folds."""

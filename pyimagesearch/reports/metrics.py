@@ -7,19 +7,23 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn import metrics
 
 from ..utils.text import printable
 
 
 def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int) -> np.ndarray:
     """Rows are true classes, columns predicted ones; every class of the model has its row."""
+    from sklearn import metrics  # here, not at the top: scikit-learn takes 1.5 s to import, and a run
+    # that writes no report need not pay it
+
     return metrics.confusion_matrix(y_true, y_pred, labels=range(num_classes)).astype(np.int64)
 
 
 def classification_report(y_true: Sequence[int], y_pred: Sequence[int], class_names: Sequence[str]) -> dict[str, Any]:
     """Accuracy plus precision, recall, F1 and support per class (0 where undefined), over every
     class of the model, whether the images hold it or not."""
+    from sklearn import metrics
+
     labels = range(len(class_names))
     precision, recall, f1, support = metrics.precision_recall_fscore_support(
         y_true, y_pred, labels=labels, zero_division=0)
