@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", default=os.path.join(ROOT, "benchmarks", "results", "audit_planted.json"))
     args = parser.parse_args(argv)
 
-    from bench_training import machine
+    from bench_training import machine, write_result
     from make_images import DISTINCT_CLASSES, make_flowers
 
     import inference
@@ -97,10 +97,7 @@ def main(argv: list[str] | None = None) -> None:
               "seconds": {"feature_extraction_training": training, "audit_computing_features": first,
                           "audit_with_cached_features": second,
                           "audit_after_features": report["seconds_after_features"]}}
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as handle:
-        json.dump(result, handle, indent=2)
-    print(json.dumps(result, indent=2))
+    write_result(result, args.output)
 
 
 if __name__ == "__main__":

@@ -385,6 +385,14 @@ def machine(device: str) -> str:
             f"torch {torch.__version__}")
 
 
+def write_result(result: dict, path: str) -> None:
+    """A measurement as JSON at ``path`` (folders made), and on the terminal."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as handle:
+        json.dump(result, handle, indent=2)
+    print(json.dumps(result, indent=2))
+
+
 def split_variant(kind: str) -> tuple[str, dict]:
     """'ft-project+glibc-default+fork-workers' -> ('ft-project', {setting name: value, ...})."""
     settings = {}

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     import torch
-    from bench_training import machine
+    from bench_training import machine, write_result
     from make_images import make_discs
 
     import fine_tune
@@ -94,10 +94,7 @@ def main(argv: list[str] | None = None) -> None:
               "chance": round(chance, 4), "seconds_per_photo": per_photo,
               "explain_over_images": round(per_photo["images_explain"] / per_photo["images"], 2),
               "seconds_all_rounds": {name: [round(v, 2) for v in values] for name, values in seconds.items()}}
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as handle:
-        json.dump(result, handle, indent=2)
-    print(json.dumps(result, indent=2))
+    write_result(result, args.output)
 
 
 if __name__ == "__main__":

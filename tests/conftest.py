@@ -339,3 +339,17 @@ def exported(trained, tmp_path_factory):
 def error_text(capsys) -> str:
     """What a script printed to stderr, whitespace folded (messages are wrapped at 100 columns)."""
     return " ".join(capsys.readouterr().err.split())
+
+
+def plain_and_fast(model_path: str, fast_compute):
+    """The checkpoint twice, frozen and in eval mode: as saved, and as inference.py runs it on
+    ``fast_compute`` (BatchNorm folded, its memory format and device): (plain, fast, metadata)."""
+    from pyimagesearch import checkpoint
+    from pyimagesearch.freezing import fold_frozen_batchnorm
+
+    plain, meta = checkpoint.load(model_path)
+    fast, _ = checkpoint.load(model_path)
+    for model in (plain, fast):
+        model.requires_grad_(False).eval()
+    fold_frozen_batchnorm(fast)
+    return plain, fast_compute.prepare(fast), meta

@@ -12,10 +12,8 @@ import torch
 from explain_discs import peak_inside
 
 import inference
-from conftest import decoded_size, error_text, file_contents
-from pyimagesearch import checkpoint
+from conftest import decoded_size, error_text, file_contents, plain_and_fast
 from pyimagesearch.create_dataloaders import eval_image_folder
-from pyimagesearch.freezing import fold_frozen_batchnorm
 from pyimagesearch.inference.explain import Explainer
 from pyimagesearch.utils.errors import run_cli
 from pyimagesearch.utils.runtime import Compute
@@ -52,13 +50,8 @@ def test_heatmaps_point_at_the_disc_far_above_chance(disc_model, tmp_path):
 
 def test_the_maps_stay_the_same_with_folded_batchnorm_channels_last_and_bf16(disc_model):
     model_path, val, _ = disc_model
-    plain, meta = checkpoint.load(model_path)
-    fast, _ = checkpoint.load(model_path)
-    for model in (plain, fast):
-        model.requires_grad_(False).eval()
-    fold_frozen_batchnorm(fast)
     fast_compute = Compute.from_settings(torch.device("cpu"), "bf16", True, 0)
-    fast = fast_compute.prepare(fast)
+    plain, fast, meta = plain_and_fast(model_path, fast_compute)
     ds = eval_image_folder(val, meta["image_size"], meta["mean"], meta["std"])
     images = torch.stack([ds[i][0] for i in range(len(ds))])
     reference, probabilities = Explainer(plain, Compute(torch.device("cpu"))).maps(images)

@@ -14,7 +14,7 @@ import torch
 import fine_tune
 import inference
 import train_feature_extraction
-from conftest import build, make_image_folder, train_args
+from conftest import build, make_image_folder, plain_and_fast, train_args
 from pyimagesearch import checkpoint
 
 pytestmark = [pytest.mark.gpu,
@@ -74,7 +74,6 @@ def test_heatmaps_on_the_gpu_peak_where_the_unfolded_fp32_ones_on_the_cpu_do(tmp
     from make_images import make_discs
 
     from pyimagesearch.create_dataloaders import eval_image_folder
-    from pyimagesearch.freezing import fold_frozen_batchnorm
     from pyimagesearch.inference.explain import Explainer
     from pyimagesearch.utils.runtime import Compute
 
@@ -85,13 +84,8 @@ def test_heatmaps_on_the_gpu_peak_where_the_unfolded_fp32_ones_on_the_cpu_do(tmp
                     "--image-size", "128", "--epochs", "6", "--lr", "0.01", "--batch-size", "8", "--device", "cuda",
                     "--no-progress", "--no-report", "--plot", str(tmp_path / "output" / "finetune.png"),
                     "--model", model_path])
-    plain, meta = checkpoint.load(model_path)
-    fast, _ = checkpoint.load(model_path)
-    for model in (plain, fast):
-        model.requires_grad_(False).eval()
-    fold_frozen_batchnorm(fast)
     gpu = Compute.from_settings(torch.device("cuda"), "auto", True, 0)
-    fast = gpu.prepare(fast)
+    plain, fast, meta = plain_and_fast(model_path, gpu)
     ds = eval_image_folder(str(tmp_path / "val"), meta["image_size"], meta["mean"], meta["std"])
     images = torch.stack([ds[i][0] for i in range(len(ds))])
     reference, probabilities = Explainer(plain, Compute(torch.device("cpu"))).maps(images)
