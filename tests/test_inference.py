@@ -75,6 +75,13 @@ def test_inference_rebuilds_model_from_checkpoint_alone(tmp_path, splits):
 def test_the_design_packages_are_required_and_import():
     names = _names(os.path.join(ROOT, "requirements.txt"))
     assert {"torch", "torchvision", "imutils", "matplotlib", "tqdm", "numpy", "opencv-contrib-python"} <= names
+    assert {"cleanlab", "scikit-learn", "torchcam"} <= names  # the audit's and the heatmaps' libraries
+    from importlib import metadata
+
+    for clashing in ("opencv-python", "opencv-python-headless"):  # their cv2 would replace contrib's
+        assert clashing not in names
+        with pytest.raises(metadata.PackageNotFoundError):
+            metadata.version(clashing)
     import imutils
 
     assert imutils.build_montages and hasattr(cv2, "ximgproc")  # the contrib build, as the design names it
