@@ -76,11 +76,8 @@ def _features(predictor: Predictor, model_path: str, ds, cache_dir: str | None, 
     only when every photo decoded, so that a cached set always covers the whole folder."""
     body = Body(predictor.model)
     cache = _cache(predictor, model_path, ds, cache_dir, body.width)
-    stored, problem = cache.load() if cache else (None, None)
-    if problem:
-        print(f"[WARN] not using the cached features in {cache.path}: {problem}; computing them again")
+    stored = cache.reuse() if cache else None
     if stored is not None:
-        print(f"[INFO] reusing the body's features from {cache.path}: the body does not run")
         return stored["val"][0], list(range(len(ds))), []
     paths = [path for path, _ in ds.samples]
     loader = make_loader(ImageFiles(paths, predictor.transform(), predictor.meta["image_size"]), batch_size,

@@ -92,6 +92,17 @@ class FeatureCache:
                 return f"its {what} labels are not class numbers of this dataset"
         return None
 
+    def reuse(self, log: Callable[[str], None] = print) -> dict[str, Any] | None:
+        """The stored features when the file on disk holds this key's, saying so; otherwise None,
+        with a warning naming why a file that is there cannot be used."""
+        stored, problem = self.load()
+        if problem:
+            log(f"[WARN] not using the cached features in {self.path}: {problem}; computing them again")
+        if stored is not None:
+            log(f"[INFO] reusing the body's features from {self.path} (same weights, images and settings): "
+                "the body does not run")
+        return stored
+
     def save(self, val: tuple[torch.Tensor, torch.Tensor], views: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
         val, views = list(val), [list(v) for v in views]
         payload = {"fields": self.fields, "val": val, "views": views, "checksum": _checksum(_tensors(val, views))}
@@ -124,13 +135,8 @@ def body_features(extract: Callable[[DataLoader, str], Features], train_images: 
     """Validation features and ``views`` passes over ``train_images`` (augmented when its
     transform is), each made by ``extract(loader, progress-bar label)``: from ``cache`` when its
     key matches, otherwise computed and stored there."""
-    stored, problem = cache.load() if cache else (None, None)
-    if problem:
-        log(f"[WARN] not using the cached features in {cache.path}: {problem}; computing them again (the file is "
-            "replaced)")
+    stored = cache.reuse(log) if cache else None
     if stored is not None:
-        log(f"[INFO] reusing the body's features from {cache.path} (same weights, images, size and views): "
-            "the body does not run")
         return tuple(stored["val"]), [tuple(v) for v in stored["views"]]
     val = extract(val_images, "features (val)")
     cached = [extract(train_images, f"features (view {view + 1}/{views})") for view in range(views)]
