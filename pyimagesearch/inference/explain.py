@@ -93,8 +93,8 @@ def at_size(cam: np.ndarray, width: int, height: int, input_size: int) -> np.nda
     return np.clip(placed, 0.0, 1.0)
 
 
-def overlay(photo_bgr: np.ndarray, cam: np.ndarray, input_size: int, blend: float = BLEND) -> np.ndarray:
-    """The photo with the map on top: OpenCV's JET colormap (red where the model looked), blended."""
-    height, width = photo_bgr.shape[:2]
-    heat = cv2.applyColorMap((at_size(cam, width, height, input_size) * 255).astype(np.uint8), cv2.COLORMAP_JET)
+def overlay(photo_bgr: np.ndarray, placed: np.ndarray, blend: float = BLEND) -> np.ndarray:
+    """The photo with its map (``at_size``'s, at the photo's size) on top: OpenCV's JET colormap
+    (red where the model looked), blended."""
+    heat = cv2.applyColorMap((placed * 255).astype(np.uint8), cv2.COLORMAP_JET)
     return cv2.addWeighted(heat, blend, photo_bgr, 1 - blend, 0)

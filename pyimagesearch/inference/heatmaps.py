@@ -67,14 +67,15 @@ def explain_files(predictor: Predictor, paths: Sequence[str], folder: str, *, la
                     photo = to_bgr(load_rgb(path))
                     k = int(p.argmax()) if chosen is None else chosen
                     lines = [f"{predictor.class_names[k]}: {float(p[k]) * 100:.1f}%", f"Grad-CAM {layer}"]
-                    frame = draw_lines(overlay(photo, cam, size), [hershey(line) for line in lines])
+                    placed = at_size(cam, photo.shape[1], photo.shape[0], size)  # once: the picture's and the .npz's
+                    frame = draw_lines(overlay(photo, placed), [hershey(line) for line in lines])
                     write_image(os.path.join(folder, name), frame)
                     written.append(os.path.join(folder, name))
                     if len(tiles) < MONTAGE_LIMIT:
                         tiles.append(montage_tile(frame))
                     if path not in keys:
                         keys.add(path)
-                        _add_map(archive, path, at_size(cam, photo.shape[1], photo.shape[0], size).astype(np.float16))
+                        _add_map(archive, path, placed.astype(np.float16))
                 bar.update(len(batch))
             bar.close()
 
@@ -102,7 +103,8 @@ def explain_mistakes(predictor: Predictor, mistakes: Sequence[dict], prefix: str
     for mistake, cam in zip(shown, cams):
         photo = montage_tile(to_bgr(load_rgb(mistake["path"], MONTAGE_TILE[0])))
         lines = [f"{mistake['true']} -> {mistake['predicted']}", f"({mistake['probability']:.2f})"]
-        tiles.append(draw_lines(overlay(photo, cam, size), [hershey(line) for line in lines], RED))
+        placed = at_size(cam, photo.shape[1], photo.shape[0], size)
+        tiles.append(draw_lines(overlay(photo, placed), [hershey(line) for line in lines], RED))
     print(f"[INFO] wrote {printable(path)}: the {len(shown)} most confident mistakes with what the model looked at")
     return write_montage(tiles, path)
 
