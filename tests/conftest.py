@@ -90,16 +90,26 @@ def many_classes_report(background_jobs):
 
 
 @pytest.fixture(scope="session")
-def disc_model(background_jobs):
-    """A model fine-tuned on coloured discs at random places (tests/background.py): (model path,
-    validation folder, {validation photo: [centre x, centre y, radius]})."""
+def disc_models(background_jobs):
+    """Models fine-tuned on coloured discs at random places (tests/background.py), one per
+    precision: {precision: (best checkpoint's path, validation folder, {validation photo:
+    [centre x, centre y, radius]})}."""
     import json
 
     folder = _runs_folder(background_jobs["forked_runs"]) / "discs"
-    code = (folder / "finetune.log.code").read_text()
-    assert code == "0", (folder / "finetune.log").read_text()[-3000:]
     truth = json.loads((folder / "discs.json").read_text())
-    return str(folder / "output" / "finetune_model.pth"), str(folder / "val"), truth
+    models = {}
+    for precision in PRECISIONS:
+        code = (folder / f"{precision}.log.code").read_text()
+        assert code == "0", (folder / f"{precision}.log").read_text()[-3000:]
+        models[precision] = str(folder / precision / "finetune_model_best.pth"), str(folder / "val"), truth
+    return models
+
+
+@pytest.fixture(scope="session")
+def disc_model(disc_models):
+    """The fp32 model of disc_models, for the tests about something other than what was learnt."""
+    return disc_models["off"]
 
 
 @pytest.fixture(scope="session")
@@ -130,6 +140,24 @@ def allocator_as_it_comes():
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(settings, "KEEP_ALLOCATOR_MEMORY", False)
         yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cpu_kind():
+    """TEST_CPU_NATIVE_BF16=1 or 0: ``--amp auto`` chooses as on the other kind of CPU (tests/tiny.py)."""
+    from pyimagesearch.utils import runtime
+    from tiny import cpu_kind_from_environment
+
+    real = runtime.cpu_has_native_bf16
+    cpu_kind_from_environment()
+    yield
+    runtime.cpu_has_native_bf16 = real
+
+
+# The precisions a CPU trains in: fp32, and bf16 where --amp auto picks it (a CPU with native bf16;
+# elsewhere it runs emulated, slower). A test that trains and checks what was learnt runs in both,
+# whatever this CPU has; every other training run is pinned to fp32 (train_args).
+PRECISIONS = ("off", "bf16")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -251,11 +279,12 @@ def small_dataset(tmp_path_factory):
 
 
 def train_args(tmp_path, base: str, name: str, *extra: str) -> list[str]:
-    """Flags for a quick, offline training run writing into tmp_path/output."""
+    """Flags for a quick, offline training run in fp32 writing into tmp_path/output (a later
+    ``--amp`` in ``extra`` overrides the precision)."""
     out = tmp_path / "output"
     return ["--train", os.path.join(base, "train"), "--val", os.path.join(base, "val"),
             "--weights", "none", "--image-size", "32", "--epochs", "2", "--batch-size", "4",
-            "--num-workers", "0", "--device", "cpu", "--no-progress",
+            "--num-workers", "0", "--device", "cpu", "--amp", "off", "--no-progress",
             "--plot", str(out / f"{name}.png"), "--model", str(out / f"{name}_model.pth"), *extra]
 
 

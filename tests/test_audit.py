@@ -11,7 +11,7 @@ from math import comb
 import pytest
 
 import inference
-from conftest import COLORS, build, error_text, file_contents, make_image_folder
+from conftest import COLORS, PRECISIONS, build, error_text, file_contents, make_image_folder
 from pyimagesearch.inference import audit_report
 from pyimagesearch.utils.errors import run_cli
 
@@ -36,11 +36,13 @@ def _audit(model: str, folder: str, out, *extra: str) -> list[str]:
             "--num-workers", "0", "--no-progress", *extra]
 
 
-def test_the_audit_ranks_planted_mislabels_far_above_chance(trained, planted, tmp_path, capsys):
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_the_audit_ranks_planted_mislabels_far_above_chance(trained, planted, tmp_path, capsys, precision):
+    """The body's features computed in fp32 and in bf16."""
     _, model = trained
     folder, moved = planted
     before = file_contents(folder)
-    inference.main(_audit(model, folder, tmp_path))
+    inference.main(_audit(model, folder, tmp_path, "--amp", precision))
     report = json.load(open(tmp_path / "warmup_model_audit.json"))
     ranking = [row["path"] for row in report["photos"]]
     assert sorted(ranking) == sorted(os.path.join(folder, name) for name in before)  # every photo, once
@@ -58,7 +60,7 @@ def test_the_audit_ranks_planted_mislabels_far_above_chance(trained, planted, tm
     out = capsys.readouterr().out
     assert "likely label error(s)" in out and "build_dataset.py --exclude" in out
     # a second audit of the same photos with the same model skips the body, and ranks the same
-    inference.main(_audit(model, folder, tmp_path))
+    inference.main(_audit(model, folder, tmp_path, "--amp", precision))
     assert "reusing the body's features" in capsys.readouterr().out
     assert [row["path"] for row in json.load(open(tmp_path / "warmup_model_audit.json"))["photos"]] == ranking
 

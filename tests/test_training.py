@@ -17,6 +17,7 @@ import build_dataset
 import fine_tune
 import train_feature_extraction
 from conftest import (
+    PRECISIONS,
     decoded_size,
     error_text,
     fine_tune_parser,
@@ -57,24 +58,29 @@ def test_training_script_writes_checkpoint_history_and_plot(tmp_path, splits, sc
     assert not [f for f in os.listdir(out) if f.endswith(".tmp")]
 
 
-def test_feature_extraction_learns_a_separable_set(tmp_path):
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_feature_extraction_learns_a_separable_set(tmp_path, precision):
     data = make_image_folder(str(tmp_path / "photos"), per_class=8)
     base = str(tmp_path / "dataset")
     build_dataset.main(["--data", data, "--output", base, "--val-split", "0.34", "--no-progress"])
     train_feature_extraction.main(train_args(tmp_path, base, "warmup", "--epochs", "15", "--batch-size", "8",
-                                             "--no-report"))
+                                             "--no-report", "--amp", precision))
     history = json.loads((tmp_path / "output" / "warmup_history.json").read_text())
     assert history[-1]["train_loss"] < history[0]["train_loss"] / 2
     assert history[-1]["val_acc"] > 1 / 3 + 0.2  # three classes: chance is 1/3
 
 
-def test_fine_tuning_loss_falls(tmp_path):
-    data = make_image_folder(str(tmp_path / "photos"), per_class=8)
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_fine_tuning_loss_falls(tmp_path, precision):
+    """12 photos a class: the last epoch's loss was 0.63x the first's or less over 6 seeds in each
+    precision (with 8, one seed's fell by 8 % only)."""
+    data = make_image_folder(str(tmp_path / "photos"), per_class=12)
     base = str(tmp_path / "dataset")
     build_dataset.main(["--data", data, "--output", base, "--val-split", "0.34", "--no-progress"])
-    fine_tune.main(train_args(tmp_path, base, "finetune", "--epochs", "4", "--batch-size", "8", "--no-report"))
+    fine_tune.main(train_args(tmp_path, base, "finetune", "--epochs", "4", "--batch-size", "8", "--no-report",
+                              "--amp", precision))
     history = json.loads((tmp_path / "output" / "finetune_history.json").read_text())
-    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert history[-1]["train_loss"] < 0.8 * history[0]["train_loss"]
 
 
 def test_hidden_folders_in_the_split_are_not_classes(tmp_path, splits):
