@@ -24,7 +24,7 @@ import os
 from collections.abc import Sequence
 
 from pyimagesearch import config
-from pyimagesearch.utils import exclude, settings
+from pyimagesearch.utils import cli, exclude, settings
 from pyimagesearch.utils.cli import CheckedParser, int_between
 from pyimagesearch.utils.dataset import MANIFEST, check_target, scan, write_splits
 from pyimagesearch.utils.download import FLOWER_CLASSES, DownloadLimits, fetch_dataset
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", default=config.BASE_PATH, help="where train/ and val/ go (default: %(default)s)")
     parser.add_argument("--val-split", type=float, default=config.VAL_SPLIT,
                         help="fraction of each class for validation (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=config.SEED, help="split seed (default: %(default)s)")
+    parser.add_argument("--seed", type=cli.seed, default=config.SEED, help="split seed (default: %(default)s)")
     parser.add_argument("--find-duplicates", action=argparse.BooleanOptionalAction, default=config.FIND_DUPLICATES,
                         help="find exact and near-duplicate images, list those in more than one class, and keep each "
                              "group of copies on one side of the split (default: %(default)s)")

@@ -25,14 +25,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from pyimagesearch import config, plots
+from pyimagesearch import config
 from pyimagesearch.arguments import training_parser
-from pyimagesearch.create_dataloaders import eval_transforms, get_dataloader, train_transforms
-from pyimagesearch.engine import check_finite, evaluate, train_one_epoch
 from pyimagesearch.freezing import fold_frozen_batchnorm, freeze_batchnorm, set_body_trainable
-from pyimagesearch.model import build_model, trainable_parameters
 from pyimagesearch.schedule import EarlyStopping, LearningRate
-from pyimagesearch.training import TrainingSession, class_weights, epoch_record
 from pyimagesearch.utils.cli import non_negative_int
 from pyimagesearch.utils.distributed import is_main_process, set_epoch
 from pyimagesearch.utils.errors import run_cli
@@ -48,7 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # every flag and config.py value checked, before the imports below
+    # torchvision, matplotlib and OpenCV load only now: together they take longer than torch itself
+    from pyimagesearch import plots
+    from pyimagesearch.create_dataloaders import eval_transforms, get_dataloader, train_transforms
+    from pyimagesearch.engine import check_finite, evaluate, train_one_epoch
+    from pyimagesearch.model import build_model, trainable_parameters
+    from pyimagesearch.training import TrainingSession, class_weights, epoch_record
+
     with TrainingSession(args, trains_body=True) as session:  # outputs checked; device, precision, seeds; torchrun
         compute = session.compute
 

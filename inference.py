@@ -26,15 +26,18 @@ import pyimagesearch.utils.ctrl_c_at_start  # noqa: F401  first: Ctrl-C while th
 import argparse
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from pyimagesearch import config
-from pyimagesearch.arguments import runtime_parser
-from pyimagesearch.inference import annotate, audit, deploy, explain, heatmaps, predict, video
-from pyimagesearch.utils import cli, feature_cache, fileio, settings
+from pyimagesearch.arguments import is_onnx, runtime_parser
+from pyimagesearch.utils import cli, settings
 from pyimagesearch.utils.cli import CheckedParser
 from pyimagesearch.utils.errors import UserError, run_cli
 from pyimagesearch.utils.memory import keep_allocator_memory
 from pyimagesearch.utils.runtime import seed_everything
+
+if TYPE_CHECKING:
+    from pyimagesearch.inference.predict import Predictor
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "montage, and the raw maps (.npz), to DIR")
     parser.add_argument("--explain-class", metavar="NAME",
                         help="--explain: map this class instead of each photo's top class")
-    parser.add_argument("--explain-layer", default=config.EXPLAIN_LAYER, metavar="NAME",
+    parser.add_argument("--explain-layer", type=cli.name, default=config.EXPLAIN_LAYER, metavar="NAME",
                         help="the layer Grad-CAM reads, for --explain and --evaluate's mistakes "
                              "(default: %(default)s, ResNet50's last block)")
     parser.add_argument("--evaluate", metavar="DIR", help="class-folder tree to evaluate (e.g. dataset/val)")
@@ -58,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="class-folder tree whose photos to audit: likely label errors and outliers, ranked")
     parser.add_argument("--folds", type=cli.int_between(2, 100), default=config.AUDIT_FOLDS,
                         help="--audit: folds of the cross-validated head (default: %(default)s)")
-    parser.add_argument("--feature-cache-dir", default=config.FEATURE_CACHE_DIR,
+    parser.add_argument("--feature-cache-dir", type=cli.name, default=config.FEATURE_CACHE_DIR,
                         help="--audit: where the body's features persist, auto = feature_cache/ beside --model, "
                              "none = not kept (default: %(default)s)")
     parser.add_argument("--video", metavar="PATH", help="classify the frames of a video file")
@@ -73,40 +76,54 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--top-k", type=cli.positive_int, default=config.TOP_K,
                         help="classes printed per image (default: %(default)s)")
     parser.add_argument("--output", default=config.OUTPUT_PATH, help="folder for pictures and tables (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=None, help="seed for the random batch (default: a new one each run)")
+    parser.add_argument("--seed", type=cli.seed, default=None, help="seed for the random batch (default: a new one each run)")
     parser.add_argument("--show", action="store_true", help="also open a window (needs a display)")
     parser.add_argument("--max-frames", type=cli.positive_int, help="stop --video/--camera after this many frames")
     return parser
 
 
-def check_modes(args: argparse.Namespace) -> None:
-    """The flags that go together, checked before the model loads."""
+def check_flags(args: argparse.Namespace) -> None:
+    """The flags that go together, and config.py's SEED where --audit uses it: checked with the
+    flags, before the modes' libraries load."""
     for flag, value in (("--annotate", args.annotate), ("--explain", args.explain)):
         if value and not args.images:
             raise UserError(f"{flag} draws on the photos given with --images; add --images PATH...")
     if args.explain_class and not args.explain:
         raise UserError("--explain-class chooses the class --explain maps; add --explain DIR.")
-    if args.explain and deploy.is_onnx(args.model):
+    if args.explain and is_onnx(args.model):
         raise UserError(f"--explain reads the model's gradients, and '{args.model}', an exported ONNX model run by "
                         "OpenCV, has none. Pass the checkpoint it was exported from (a .pth file).")
     if args.video and args.camera is not None:
         raise UserError("--video and --camera: choose one source of frames.")
-    if args.audit:
-        audit.check_audit(args.model, args.audit, args.folds)
+    if args.audit and args.seed is None:
+        try:
+            cli.seed(str(config.SEED))
+        except argparse.ArgumentTypeError as error:
+            raise UserError(f"SEED = {config.SEED!r} in pyimagesearch/config.py, which --audit uses for its folds "
+                            f"without --seed: it {error}. Fix the value there or pass --seed.") from None
 
 
-def check_explain(args: argparse.Namespace, predictor: predict.Predictor) -> None:
+def check_explain(args: argparse.Namespace, predictor: Predictor) -> None:
     """--explain-class names a class of the model, and --explain-layer one of its layers."""
+    from pyimagesearch.inference import explain
+
     if args.explain_class and args.explain_class not in predictor.class_names:
         raise UserError(f"--explain-class '{args.explain_class}' is not a class of {args.model}; its classes are "
                         f"{predictor.class_names}.")
-    if args.explain or (args.evaluate and not deploy.is_onnx(args.model)):
+    if args.explain or (args.evaluate and not is_onnx(args.model)):
         explain.check_layer(predictor.model, args.explain_layer)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    check_modes(args)
+    check_flags(args)  # before the imports below
+    # torchvision, OpenCV, matplotlib, scikit-learn, cleanlab and torchcam load only now: together
+    # they take longer than torch itself, and a mistyped flag should not wait for them
+    from pyimagesearch.inference import annotate, audit, deploy, heatmaps, predict, video
+    from pyimagesearch.utils import feature_cache, fileio
+
+    if args.audit:
+        audit.check_audit(args.model, args.audit, args.folds)
     if args.export:
         meta = deploy.export_onnx(args.model, args.export)
         print(f"[INFO] wrote {args.export} and {deploy.metadata_path(args.export)} "
@@ -140,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.evaluate:
         result = predict.evaluate_folder(predictor, args.evaluate, args.output, batch_size=args.eval_batch_size,
                                          progress=args.progress)
-        if not deploy.is_onnx(args.model):
+        if not is_onnx(args.model):
             heatmaps.explain_mistakes(predictor, result["mistakes"], os.path.join(args.output, predictor.stem),
                                       layer=args.explain_layer)
     if args.audit:

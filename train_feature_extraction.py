@@ -19,23 +19,23 @@ import pyimagesearch.utils.ctrl_c_at_start  # noqa: F401  first: Ctrl-C while th
 import argparse
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from pyimagesearch import config, plots
+from pyimagesearch import config
 from pyimagesearch.arguments import training_parser
-from pyimagesearch.create_dataloaders import eval_transforms, feature_loader, get_dataloader, train_transforms
-from pyimagesearch.engine import check_finite, evaluate, extract_features, predict, train_one_epoch
 from pyimagesearch.freezing import fold_frozen_batchnorm, freeze_body
-from pyimagesearch.model import Body, build_model
 from pyimagesearch.schedule import EarlyStopping, LearningRate
-from pyimagesearch.training import TrainingSession, class_weights, epoch_record
-from pyimagesearch.utils import feature_cache
-from pyimagesearch.utils.cli import positive_int
+from pyimagesearch.utils import cli
 from pyimagesearch.utils.distributed import is_main_process, set_epoch
 from pyimagesearch.utils.errors import run_cli
-from pyimagesearch.utils.feature_cache import Features
+
+if TYPE_CHECKING:
+    from pyimagesearch.model import Body
+    from pyimagesearch.training import TrainingSession
+    from pyimagesearch.utils.feature_cache import Features
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,10 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
                              plot=config.WARMUP_PLOT, model=config.WARMUP_MODEL)
     parser.add_argument("--feature-cache", action=argparse.BooleanOptionalAction, default=config.FEATURE_CACHE,
                         help="run the frozen body once and train the head on cached features (default: %(default)s)")
-    parser.add_argument("--cache-views", type=positive_int, default=config.FEATURE_CACHE_VIEWS,
+    parser.add_argument("--cache-views", type=cli.positive_int, default=config.FEATURE_CACHE_VIEWS,
                         help="cached views of the training set; 1 = un-augmented, N > 1 = N augmented views "
                              "(default: %(default)s)")
-    parser.add_argument("--feature-cache-dir", default=config.FEATURE_CACHE_DIR,
+    parser.add_argument("--feature-cache-dir", type=cli.name, default=config.FEATURE_CACHE_DIR,
                         help="where cached features persist between runs, keyed by weights, images, image size, "
                              "views and precision; auto = feature_cache/ beside --model, none = recompute every run "
                              "(default: %(default)s)")
@@ -58,6 +58,9 @@ def body_features(args: argparse.Namespace, session: TrainingSession, body: Body
     """The validation features and, with --feature-cache, every cached view of the training images
     (from feature_cache/ when an earlier run left them); without it, no training view: the
     tutorial's way, a fresh augmentation of every training image in every epoch."""
+    from pyimagesearch.engine import extract_features
+    from pyimagesearch.utils import feature_cache
+
     def extract(loader, desc):
         return extract_features(body, loader, session.compute, progress=args.progress, desc=desc)
 
@@ -71,7 +74,14 @@ def body_features(args: argparse.Namespace, session: TrainingSession, body: Body
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # every flag and config.py value checked, before the imports below
+    # torchvision, matplotlib and OpenCV load only now: together they take longer than torch itself
+    from pyimagesearch import plots
+    from pyimagesearch.create_dataloaders import eval_transforms, feature_loader, get_dataloader, train_transforms
+    from pyimagesearch.engine import check_finite, evaluate, predict, train_one_epoch
+    from pyimagesearch.model import Body, build_model
+    from pyimagesearch.training import TrainingSession, class_weights, epoch_record
+
     with TrainingSession(args) as session:  # outputs checked; device, precision, seeds; torchrun
         compute, size, batch_size = session.compute, args.image_size, args.batch_size
 

@@ -361,28 +361,36 @@ VARIANTS = {GLIBC_DEFAULT: ("KEEP_ALLOCATOR_MEMORY", False, "glibc's default all
 PLAIN_RUNTIME = GLIBC_DEFAULT + "+fork-workers+whole-batches"  # glibc as it comes, forked workers, whole batches
 
 
-def machine(device: str) -> str:
-    """The processor the figures belong to: the GPU's name on CUDA, else the CPU's model name,
-    family and whether it has native bf16."""
-    import torch
+# AMD's families and models by the name users know them by (the model number tells Zen 3 from Zen 4)
+AMD_CORES = {("25", "1"): "Zen 3", ("25", "17"): "Zen 4", ("25", "97"): "Zen 4", ("26", "2"): "Zen 5",
+             ("26", "17"): "Zen 5"}
 
-    if device.startswith("cuda") and torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
-    model = family = ""
-    flags: list[str] = []
+
+def cpu_name() -> str:
+    """The CPU as /proc/cpuinfo names it, with its family and model numbers (a family alone covers
+    CPUs with and without bf16) and whether it has native bf16."""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as handle:
             for line in handle:
                 key, _, value = line.partition(":")
-                key, value = key.strip(), value.strip()
-                model = model or (value if key == "model name" else "")
-                family = family or (value if key == "cpu family" else "")
-                flags = flags or (value.split() if key == "flags" else [])
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    bf16 = "native bf16" if {"avx512_bf16", "amx_bf16"} & set(flags) else "no native bf16"
-    return (f"{model or 'unknown CPU'} (family {family or '?'}, {bf16}), {os.cpu_count()} cores, "
-            f"torch {torch.__version__}")
+    family, model = fields.get("cpu family", "?"), fields.get("model", "?")
+    core = AMD_CORES.get((family, model)) if "AMD" in fields.get("vendor_id", "") + fields.get("model name", "") else None
+    bf16 = "native bf16" if {"avx512_bf16", "amx_bf16"} & set(fields.get("flags", "").split()) else "no native bf16"
+    return f"{fields.get('model name', 'unknown CPU')} ({core + ', ' if core else ''}family {family} model {model}, {bf16})"
+
+
+def machine(device: str) -> str:
+    """The processor the figures belong to: the GPU's name on CUDA, else the CPU's name, family,
+    model and whether it has native bf16."""
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)}, {cpu_name()} host, torch {torch.__version__}"
+    return f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
 def write_result(result: dict, path: str) -> None:

@@ -33,12 +33,19 @@ sys.path.insert(0, ROOT)
 
 
 def machine() -> dict:
+    """The GPU, its driver, torch and CUDA, and the host CPU by name, family and model."""
     import torch
+    from bench_training import cpu_name
 
     props = torch.cuda.get_device_properties(0)
+    try:
+        driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                capture_output=True, text=True, timeout=30).stdout.strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.SubprocessError):
+        driver = "unknown"
     return {"gpu": props.name, "capability": list(torch.cuda.get_device_capability(0)), "count": torch.cuda.device_count(),
-            "memory_gib": round(props.total_memory / 2**30, 1), "torch": torch.__version__, "cuda": torch.version.cuda,
-            "cpu_cores": os.cpu_count()}
+            "memory_gib": round(props.total_memory / 2**30, 1), "driver": driver, "torch": torch.__version__,
+            "cuda": torch.version.cuda, "cpu": cpu_name(), "cpu_cores": os.cpu_count()}
 
 
 def run_command(command: list[str], timeout_s: float, cwd: str = ROOT) -> dict:

@@ -1,7 +1,8 @@
 """Every script's flags, with their defaults from config.py: a flag overrides a value for one run.
 
 A bad value stops argparse at once (exit 2, a one-line message naming the flag), before any
-dataset is scanned or model built.
+dataset is scanned or model built, and before torchvision, matplotlib or OpenCV load: this module
+imports none of them, so --help and a mistyped flag answer in about the time torch takes to import.
 """
 
 from __future__ import annotations
@@ -9,12 +10,15 @@ from __future__ import annotations
 import argparse
 
 from . import config
-from .checkpoint import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from .schedule import SCHEDULES
 from .utils import cli
 from .utils.cli import CheckedParser
-from .utils.errors import UserError
 from .utils.stand_in import STAND_IN
+
+
+def is_onnx(model_path: str) -> bool:
+    """Whether --model names an exported model (run by OpenCV's DNN module) rather than a checkpoint."""
+    return model_path.lower().endswith(".onnx")
 
 
 def runtime_parser() -> argparse.ArgumentParser:
@@ -50,11 +54,11 @@ def training_parser(description: str, *, batch_size: int, lr: float, plot: str, 
     add("--lr", type=cli.positive_float, default=lr, help="Adam learning rate (default: %(default)s)")
     add("--grad-accum-steps", type=cli.positive_int, default=config.GRAD_ACCUM_STEPS,
         help="batches per optimizer step (default: %(default)s)")
-    add("--image-size", type=cli.positive_int, default=config.IMAGE_SIZE, help="input size (default: %(default)s)")
+    add("--image-size", type=cli.image_size, default=config.IMAGE_SIZE, help="input size (default: %(default)s)")
     add("--weights", default=config.WEIGHTS,
         help=f"IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT, a .pth state dict, or none: {STAND_IN}, an offline stand-in "
              "for smoke runs and the demo, never applied to real weights (default: %(default)s)")
-    add("--seed", type=int, default=config.SEED, help="random seed (default: %(default)s)")
+    add("--seed", type=cli.seed, default=config.SEED, help="random seed (default: %(default)s)")
     add("--compile", action=argparse.BooleanOptionalAction, default=config.COMPILE,
         help="torch.compile the trained part (default: %(default)s)")
     add("--plot", default=plot, help="training-history plot (default: %(default)s)")
@@ -77,8 +81,3 @@ def training_parser(description: str, *, batch_size: int, lr: float, plot: str, 
         help="epochs of linear learning-rate warm-up before the schedule (default: %(default)s)")
     return parser
 
-
-def check_image_size(image_size: int) -> None:
-    if not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:
-        raise UserError(f"--image-size {image_size}: use {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} pixels (the "
-                        "tutorial uses 224).")

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .model import ARCH, HEADS, build_head, build_model
+from .utils.cli import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from .utils.distributed import unwrap
 from .utils.errors import UserError, first_line
 from .utils.fileio import atomic_write, payload_bytes, read_torch
@@ -18,7 +19,6 @@ META_KEYS = ("arch", "head", "class_names", "image_size", "mean", "std")
 REQUIRED_KEYS = ("model", *META_KEYS)
 
 
-MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 4096
 
 
 class NonFiniteWeights(UserError):

@@ -20,7 +20,6 @@ from tqdm import tqdm
 
 from . import checkpointer as outputs
 from . import config
-from .arguments import check_image_size
 from .checkpointer import Checkpointer
 from .create_dataloaders import eval_image_folder, make_loader
 from .engine import evaluate_and_report
@@ -120,7 +119,6 @@ class TrainingSession:
     generator, joins the torchrun process group and leaves it on the way out, also on failure."""
 
     def __init__(self, args: argparse.Namespace, *, trains_body: bool = False) -> None:
-        check_image_size(args.image_size)
         cli.check_plot_path(args.plot)
         outputs.check_outputs(args.model, args.plot)
         self.args = args

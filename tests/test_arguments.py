@@ -13,10 +13,12 @@ import fine_tune
 import inference
 import train_feature_extraction
 from conftest import (
+    ROOT,
     error_text,
     make_image_folder,
     train_args,
 )
+from pyimagesearch import model as model_module
 from pyimagesearch.utils.errors import run_cli
 
 
@@ -50,7 +52,8 @@ def test_training_refuses_to_overwrite_a_file_it_did_not_write(tmp_path, splits,
 
 @pytest.mark.parametrize("flag,value", [("--lr", "-0.1"), ("--lr", "nan"), ("--lr", "inf"), ("--lr", "0"),
                                         ("--batch-size", "0"), ("--num-workers", "-1"), ("--epochs", "0"),
-                                        ("--grad-accum-steps", "0"), ("--image-size", "abc")])
+                                        ("--grad-accum-steps", "0"), ("--image-size", "abc"), ("--image-size", "8"),
+                                        ("--seed", "-1"), ("--seed", "4294967296")])
 def test_bad_numbers_stop_at_once_naming_the_flag(tmp_path, capsys, flag, value):
     # the dataset does not exist: had the value got through, the error would be about the folder
     args = ["--train", str(tmp_path / "none"), "--val", str(tmp_path / "none"), "--weights", "none", flag, value]
@@ -65,11 +68,10 @@ def test_bad_numbers_stop_at_once_naming_the_flag(tmp_path, capsys, flag, value)
     (["--plot", "{file}/warmup.png"], "is a file"),
     (["--model", "{file}/warmup_model.pth"], "is a file"),
     (["--model", "{out}"], "is a folder"),
-    (["--image-size", "8"], "--image-size 8"),
 ])
 def test_unusable_outputs_are_refused_before_any_image_is_read(tmp_path, capsys, monkeypatch, extra, message):
     read = []
-    monkeypatch.setattr(train_feature_extraction, "build_model", lambda *a, **k: read.append("model"))
+    monkeypatch.setattr(model_module, "build_model", lambda *a, **k: read.append("model"))
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
     (tmp_path / "out").mkdir()
@@ -114,6 +116,13 @@ def test_file_paths_where_folders_belong_are_one_clear_message(tmp_path, trained
     (train_feature_extraction, "FEATURE_CACHE_VIEWS", 1.5, "--cache-views"),
     (inference, "TOP_K", 0, "--top-k"),
     (build_dataset, "SEED", 4.5, "--seed"),
+    (fine_tune, "SEED", -1, "--seed"),
+    (fine_tune, "IMAGE_SIZE", 8, "--image-size"),
+    (inference, "EXPLAIN_LAYER", None, "--explain-layer"),
+    (inference, "EXPLAIN_LAYER", 4, "--explain-layer"),
+    (inference, "EXPLAIN_LAYER", "", "--explain-layer"),
+    (inference, "FEATURE_CACHE_DIR", 5, "--feature-cache-dir"),
+    (train_feature_extraction, "FEATURE_CACHE_DIR", None, "--feature-cache-dir"),
 ])
 def test_config_values_are_checked_as_their_flags_are(tmp_path, capsys, monkeypatch, script, name, value, flag):
     from pyimagesearch import config
@@ -139,3 +148,47 @@ def test_a_keep_allocator_memory_that_is_not_a_switch_is_refused(tmp_path, capsy
     assert run_cli(fine_tune.main, train_args(tmp_path, str(tmp_path / "none"), "finetune")) == 2
     err = error_text(capsys)
     assert f"KEEP_ALLOCATOR_MEMORY {value!r}" in err and "pyimagesearch/utils/settings.py" in err
+
+
+# Each script run as a user runs it: --help, a mistyped flag, a bad config.py value. Then no
+# module that takes long to import may have loaded: they load once the flags are checked.
+STARTUP = """
+import contextlib, io, runpy, sys
+from pyimagesearch import config
+
+HEAVY = ("torchvision", "cv2", "matplotlib", "sklearn", "cleanlab", "torchcam", "imutils", "onnx", "torch._dynamo")
+config_error = {"build_dataset": ("SEED", -1), "train_feature_extraction": ("EPOCHS", 0),
+                "fine_tune": ("IMAGE_SIZE", 8), "inference": ("EXPLAIN_LAYER", "")}
+for script in ("build_dataset", "train_feature_extraction", "fine_tune", "inference"):
+    for case, argv in (("--help", ["--help"]), ("a mistyped flag", ["--epcohs", "3"]), ("a config error", [])):
+        name, value = config_error[script]
+        real = getattr(config, name)
+        if case == "a config error":
+            setattr(config, name, value)
+        sys.argv = [script + ".py", *argv] + (["--model", "m.pth"] if script == "inference" and argv != ["--help"] else [])
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            try:
+                runpy.run_path(script + ".py", run_name="__main__")
+                code = 0
+            except SystemExit as stop:
+                code = stop.code
+        setattr(config, name, real)
+        loaded = [module for module in HEAVY if module in sys.modules]
+        print(script, case, code, loaded, out.getvalue()[-200:].replace(chr(10), " "))
+"""
+
+
+def test_help_and_bad_flags_answer_before_the_slow_imports():
+    """python -X importtime shows where the seconds of a start go; here only what is loaded counts."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", STARTUP], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "PYTHONPATH": ROOT})
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 12
+    for line in lines:
+        assert " 0 [] " in line or " 2 [] " in line, line  # exit 0 for --help, 2 for the errors; nothing heavy
+    assert sum(" 2 [] " in line for line in lines) == 8

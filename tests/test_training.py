@@ -26,6 +26,7 @@ from conftest import (
 )
 from pyimagesearch import checkpoint, engine, plots
 from pyimagesearch.create_dataloaders import get_dataloader
+from pyimagesearch.model import build_model
 from pyimagesearch.schedule import EarlyStopping, LearningRate
 from pyimagesearch.utils.errors import run_cli
 
@@ -132,7 +133,7 @@ def test_patience_stops_when_validation_loss_stalls(tmp_path, splits, monkeypatc
     def stalling(*args, **kwargs):
         return {**real(*args, **kwargs), "loss": next(losses)}
 
-    monkeypatch.setattr(train_feature_extraction, "evaluate", stalling)  # the script's validation pass
+    monkeypatch.setattr(engine, "evaluate", stalling)  # the script's validation pass
     train_feature_extraction.main(train_args(tmp_path, splits, "warmup", "--epochs", "6", "--patience", "2",
                                              "--no-report"))
     history = json.loads((tmp_path / "output" / "warmup_history.json").read_text())
@@ -184,7 +185,7 @@ def test_freeze_epochs_train_the_head_first_then_the_body(tmp_path, splits, resn
         assert body_changed == (epochs == "2")
         bn = [k for k in initial if ".bn" in k and k.endswith(("running_mean", "weight"))]
         assert all(torch.equal(state[k], initial[k]) for k in bn)  # BatchNorm frozen throughout
-    network = fine_tune.build_model(3, head="mlp")
+    network = build_model(3, head="mlp")
     head = sum(p.numel() for p in network.fc.parameters())
     all_but_batchnorm = sum(p.numel() for m in network.modules() if not isinstance(m, torch.nn.BatchNorm2d)
                             for p in m.parameters(recurse=False))

@@ -56,15 +56,18 @@ def cpu_kind_from_environment() -> None:
         runtime.cpu_has_native_bf16 = lambda: answer == "1"
 
 
-def interrupt_at_epoch(script, epoch: int) -> None:
-    real = script.train_one_epoch
+def interrupt_at_epoch(epoch: int) -> None:
+    """The scripts import train_one_epoch from the engine as they start: wrapped there."""
+    from pyimagesearch import engine
+
+    real = engine.train_one_epoch
 
     def train_one_epoch(*args, **kwargs):
         if kwargs["epoch"] == epoch:
             signal.raise_signal(signal.SIGINT)  # Python's own handler: KeyboardInterrupt, as for Ctrl-C
         return real(*args, **kwargs)
 
-    script.train_one_epoch = train_one_epoch
+    engine.train_one_epoch = train_one_epoch
 
 
 def compile_with(backend: str) -> None:
@@ -98,7 +101,7 @@ def run_forked(run: dict) -> int:
                 # Ctrl-C in a terminal meets Python's own handler; a suite started with SIGINT
                 # ignored (make test &, nohup, some CI runners) would pass the ignoring on
                 signal.signal(signal.SIGINT, signal.default_int_handler)
-                interrupt_at_epoch(script, run["sigint_at_epoch"])
+                interrupt_at_epoch(run["sigint_at_epoch"])
             code = run_cli(script.main, run["argv"])
             sys.stdout.flush()
             sys.stderr.flush()

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..arguments import is_onnx
 from ..create_dataloaders import eval_image_folder, image_folder, make_loader
 from ..model import Body
 from ..utils import feature_cache
@@ -25,7 +26,6 @@ from ..utils.label_issues import find_suspects, too_small
 from ..utils.text import printable
 from ..utils.weights import weights_identity
 from . import audit_report
-from .deploy import is_onnx
 from .predict import ImageFiles, Predictor, collate_readable
 
 

@@ -24,11 +24,6 @@ from ..utils.opencv import quiet_opencv
 OPSET = 17
 
 
-def is_onnx(model_path: str) -> bool:
-    """Whether --model names an exported model (run by OpenCV's DNN module) rather than a checkpoint."""
-    return model_path.lower().endswith(".onnx")
-
-
 def metadata_path(onnx_path: str) -> str:
     """output/finetune_model.onnx -> output/finetune_model.json"""
     return f"{os.path.splitext(onnx_path)[0]}.json"

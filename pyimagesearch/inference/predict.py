@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .. import checkpoint, engine
+from ..arguments import is_onnx
 from ..create_dataloaders import eval_image_folder, eval_loader, eval_transforms, make_loader
 from ..freezing import fold_frozen_batchnorm
 from ..utils import fileio
@@ -63,7 +64,7 @@ def load_predictor(args: argparse.Namespace, forward_chunk: int | str) -> Predic
     settings.FORWARD_CHUNK."""
     stem = os.path.splitext(os.path.basename(args.model))[0]
     print("[INFO] loading the model...")
-    if deploy.is_onnx(args.model):
+    if is_onnx(args.model):
         model, meta = deploy.load_onnx(args.model)
         cpu = torch.device("cpu")
         print("[INFO] running the exported model with OpenCV's DNN module on the CPU")

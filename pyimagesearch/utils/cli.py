@@ -13,6 +13,8 @@ import os
 
 from .errors import UserError
 
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 4096  # pixels a side, for --image-size and a checkpoint's image_size
+MAX_SEED = 2**32 - 1  # numpy's and scikit-learn's seeds are 32-bit, unsigned
 # what matplotlib's Agg canvas writes (pgf would need LaTeX, raw/rgba are not pictures)
 PLOT_FORMATS = ("png", "jpg", "jpeg", "pdf", "svg", "svgz", "eps", "ps", "tif", "tiff", "webp")
 
@@ -39,6 +41,28 @@ def int_between(low: int, high: int):
             raise argparse.ArgumentTypeError(f"must be a whole number from {low} to {high}, not {text!r}")
         return value
     return parse
+
+
+def image_size(text: str) -> int:
+    value = _int(text)
+    if not MIN_IMAGE_SIZE <= value <= MAX_IMAGE_SIZE:
+        raise argparse.ArgumentTypeError(f"use {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} pixels (the tutorial uses 224), "
+                                         f"not {text!r}")
+    return value
+
+
+def seed(text: str) -> int:
+    value = _int(text)
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to {MAX_SEED}, not {text!r}")
+    return value
+
+
+def name(text: str) -> str:
+    """A name that must not be empty (a layer, a class)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
 
 
 def workers(text: str) -> int | str:
@@ -86,16 +110,23 @@ class CheckedParser(argparse.ArgumentParser):
 
 
 def _default_problem(action: argparse.Action) -> str | None:
-    """What is wrong with a flag's default, or None. argparse itself converts a string default with
-    the flag's type, but checks neither its choices nor a default of another type."""
+    """What is wrong with a flag's default, or None. argparse converts a string default with the
+    flag's type (its message would not name config.py), but checks neither its choices nor a
+    default of another type."""
     default = action.default
-    if not action.option_strings or default is None or default is argparse.SUPPRESS:
+    if not action.option_strings or default is argparse.SUPPRESS:
         return None
+    if default is None:  # no value; a flag that must name something says so with its type
+        return "must be text in quotes" if action.type is name else None
     if isinstance(action, argparse.BooleanOptionalAction):
         return None if isinstance(default, bool) else "must be True or False"
     if action.choices is not None and default not in action.choices:
         return f"must be one of {', '.join(map(str, action.choices))}"
-    if isinstance(default, str) or action.type is None:
+    if action.nargs == 0:  # store_true and the like: no value to check
+        return None
+    if action.type in (None, str, name) and not isinstance(default, str):
+        return "must be text in quotes"
+    if action.type is None:
         return None
     if isinstance(default, bool):
         return "must be a number, not True or False"

@@ -27,7 +27,6 @@ import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
@@ -45,7 +44,10 @@ ORIENTATIONS = 8  # the 4 quarter turns, each also mirrored
 @functools.cache
 def _phash():
     """OpenCV contrib's perceptual hash, made once: opencv-contrib-python has it, a plain
-    opencv-python does not (and then only the duplicate check needs the contrib package)."""
+    opencv-python does not (and then only the duplicate check needs the contrib package). OpenCV
+    loads here, on the first fingerprint, not when a script starts."""
+    import cv2
+
     if not hasattr(cv2, "img_hash"):
         raise UserError("Finding duplicates needs OpenCV's contrib module (cv2.img_hash), and this OpenCV has none: "
                         "pip install opencv-contrib-python (without opencv-python beside it), or pass "
@@ -80,10 +82,8 @@ def fingerprint(path: str, image: Image.Image) -> Fingerprint:
     """
     small = image.resize((HASH_SIDE, HASH_SIDE), Image.Resampling.BOX)  # exact area weights: mirror-symmetric
     bgr = np.ascontiguousarray(np.asarray(small)[:, :, ::-1])  # as OpenCV reads
-    turns = [bgr, *(cv2.rotate(bgr, code) for code in (cv2.ROTATE_90_COUNTERCLOCKWISE, cv2.ROTATE_180,
-                                                     cv2.ROTATE_90_CLOCKWISE))]  # np.rot90's k = 0..3
-    phashes = tuple(int.from_bytes(_phash().compute(view).tobytes(), "big")
-                    for view in (*turns, *(cv2.flip(turn, 1) for turn in turns)))  # the order of _oriented
+    phashes = tuple(int.from_bytes(_phash().compute(np.ascontiguousarray(_oriented(bgr, k))).tobytes(), "big")
+                    for k in range(ORIENTATIONS))
     thumbnail = np.asarray(small.resize((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.BOX))
     return Fingerprint(file_sha256(path), phashes, thumbnail)
 

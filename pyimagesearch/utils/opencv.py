@@ -5,13 +5,13 @@ from __future__ import annotations
 import contextlib
 import os
 
-import cv2
-
 
 @contextlib.contextmanager
 def quiet_opencv(level: str = "LOG_LEVEL_ERROR"):
     """OpenCV's own log lines (a missing camera, "setPreferableTarget" on every ONNX run) held back
     for the block: they would bury the one message that matters."""
+    import cv2  # here, not when a script starts: OpenCV is for the modes that use it
+
     logging = getattr(cv2, "utils", None) and getattr(cv2.utils, "logging", None)
     if not logging:
         yield

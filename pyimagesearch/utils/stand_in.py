@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torchvision.models.resnet import Bottleneck
 
 # training images whose BatchNorm statistics stand in for ImageNet's when --weights none
 CALIBRATION_IMAGES = 128
@@ -28,6 +27,8 @@ def offline_stand_in(model: nn.Module, batches) -> int:
     image over 16 blocks; and every BatchNorm layer's statistics are measured on ``batches``
     of training images (:func:`calibrate_batchnorm`). Returns the number of images used.
     """
+    from torchvision.models.resnet import Bottleneck  # here: the scripts' flags are checked before torchvision loads
+
     for module in model.modules():
         last_bn = getattr(module, "bn3", None) if isinstance(module, Bottleneck) else None
         if last_bn is not None:
