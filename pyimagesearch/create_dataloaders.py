@@ -18,6 +18,7 @@ from torchvision import transforms as T
 from . import config
 from .utils.distributed import rank, share_sampler
 from .utils.errors import UserError
+from .utils.fileio import walk_class_folders
 from .utils.images import ImageFileFilter, RGBLoader, train_draft_size
 from .utils.runtime import resolve_workers
 
@@ -50,6 +51,24 @@ class _ImageFolder(datasets.ImageFolder):
         if not classes:
             raise FileNotFoundError(f"Couldn't find any class folder in {directory}.")
         return classes, {name: index for index, name in enumerate(classes)}
+
+    @staticmethod
+    def make_dataset(directory: str, class_to_idx: dict[str, int], extensions=None, is_valid_file=None,
+                     allow_empty: bool = False) -> list[tuple[str, int]]:
+        """(path, class) of every image, as torchvision lists them, but walked as build_dataset.py
+        walks: torchvision follows a symlink loop inside a class folder round and round, filing
+        every photo it reaches (other classes' too) under that class."""
+        found = []
+        for folder, files in walk_class_folders(directory):
+            label = os.path.relpath(folder, directory).split(os.sep)[0]
+            if label in class_to_idx:
+                found += [(class_to_idx[label], folder, name) for name in files
+                          if is_valid_file(os.path.join(folder, name))]
+        present = {index for index, _, _ in found}
+        empty = [label for label, index in class_to_idx.items() if index not in present]
+        if empty and not allow_empty:
+            raise FileNotFoundError(f"Found no valid file for the classes {', '.join(sorted(empty))}.")
+        return [(os.path.join(folder, name), index) for index, folder, name in sorted(found)]
 
 
 def image_folder(rootDir: str, transforms=None, draft_size: int | None = None) -> datasets.ImageFolder:

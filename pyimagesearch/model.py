@@ -66,7 +66,8 @@ class Body(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.layers = nn.Sequential(*[m for name, m in model.named_children() if name != "fc"])
-        self.width = model.fc.in_features  # 2048 for ResNet50
+        # 2048 for ResNet50: what the head's first Linear takes, the tutorial's Linear or its MLP
+        self.width = next(m for m in model.fc.modules() if isinstance(m, nn.Linear)).in_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.flatten(self.layers(x), 1)

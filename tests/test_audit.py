@@ -135,3 +135,11 @@ def test_a_photo_that_cannot_be_read_is_named_and_left_out_of_the_audit(trained,
     assert report["photos"] and str(broken) not in {row["path"] for row in report["photos"]}
     assert report["skipped"][0]["path"] == str(broken) and len(report["photos"]) == report["audited"] == 48
     assert os.listdir(tmp_path / "cache") == []  # kept only once every photo reads
+
+
+def test_a_fine_tuned_checkpoint_is_audited_too(disc_model, tmp_path):
+    """Fine-tuning's head is an MLP: the body's width is read from its first Linear."""
+    model, val, _ = disc_model
+    inference.main(_audit(model, val, tmp_path))
+    report = json.load(open(tmp_path / "finetune_model_best_audit.json"))
+    assert len(report["photos"]) == 20

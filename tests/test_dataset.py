@@ -232,6 +232,21 @@ def test_a_symlink_loop_does_not_hang_the_scan(tmp_path):
     assert manifest["seed"] == 42
 
 
+def test_links_inside_a_class_never_file_other_classes_photos_under_it(tmp_path):
+    """A loop up to the root and a link to another class: the split, and every folder the scripts
+    read (training, --evaluate, --audit), see each photo once, under its own class."""
+    from pyimagesearch.utils.dataset import scan
+
+    data = make_image_folder(str(tmp_path / "photos"), per_class=4)
+    os.symlink("..", os.path.join(data, "red", "loop"))
+    os.symlink(os.path.join("..", "green"), os.path.join(data, "blue", "green_too"))
+    expected = {(name, f"img_{i}.jpg") for name in ("blue", "green", "red") for i in range(4)}
+    ds = image_folder(data)
+    assert sorted((ds.classes[label], os.path.basename(path)) for path, label in ds.samples) == sorted(expected)
+    found = scan(data, check=False, progress=False).images
+    assert {(label, os.path.basename(path)) for label, paths in found.items() for path in paths} == expected
+
+
 @pytest.mark.parametrize("flag, value, expected", [("--val-split", "1.5", "between 0 and 1"),
                                                    ("--duplicate-distance", "65", "from 0 to 64")])
 def test_bad_settings_are_refused_before_any_image_is_read(tmp_path, capsys, monkeypatch, flag, value, expected):

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from .duplicates import Fingerprint, fingerprint
 from .errors import UserError
-from .fileio import exclusive, leftovers, new_temp_folder, remove_leftovers
+from .fileio import exclusive, leftovers, new_temp_folder, remove_leftovers, walk_class_folders
 from .images import check_image, is_image_file
 
 MANIFEST = "split.json"  # marks a folder as one this project built, so a rebuild may replace it
@@ -27,20 +27,6 @@ class Scan:
     fingerprints: dict[str, Fingerprint] = field(default_factory=dict)  # path -> what finds its duplicates
 
 
-def _walk(root: str) -> Iterable[tuple[str, list[str]]]:
-    """os.walk following symlinked folders, each real folder once (a symlink loop ends here),
-    hidden folders (.ipynb_checkpoints, .git) left out."""
-    seen: set[str] = set()
-    for folder, dirs, files in os.walk(root, followlinks=True):
-        real = os.path.realpath(folder)
-        if real in seen:
-            dirs[:] = []
-            continue
-        seen.add(real)
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        yield folder, sorted(files)
-
-
 def scan(root: str, check: bool = True, progress: bool = True, fingerprints: bool = False,
          leave_out: Collection[str] = ()) -> Scan:
     """Find the images under ``root``; the class is the first folder below ``root``. The paths in
@@ -52,7 +38,7 @@ def scan(root: str, check: bool = True, progress: bool = True, fingerprints: boo
     """
     result = Scan()
     candidates: list[tuple[str, str]] = []
-    for folder, files in _walk(root):
+    for folder, files in walk_class_folders(root):
         for name in files:
             path = os.path.join(folder, name)
             relative = os.path.relpath(path, root)

@@ -39,6 +39,26 @@ def is_regular_file(path: str) -> bool:
     return os.path.isfile(path)
 
 
+def walk_class_folders(root: str) -> Iterator[tuple[str, list[str]]]:
+    """(folder, its files) below ``root``, as os.walk following symlinked folders, sorted; each
+    real folder once, hidden folders (.ipynb_checkpoints, .git) left out. A class folder (one right
+    below ``root``) and ``root`` itself are read only as themselves: reached again through a link
+    inside a class (a loop such as ``a/loop -> ..``, or ``a/b -> ../b``), their photos would be
+    filed under the wrong class."""
+    top = os.path.realpath(root)
+    classes = {os.path.realpath(entry.path) for entry in os.scandir(root)
+               if not entry.name.startswith(".") and entry.is_dir()}
+    seen: set[str] = set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        real, depth = os.path.realpath(folder), len(os.path.relpath(folder, root).split(os.sep))
+        if real in seen or (folder != root and real == top) or (depth > 1 and real in classes):
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        yield folder, sorted(files)
+
+
 def payload_bytes(value: Any) -> int:
     """About what torch.save writes for ``value``: its tensors' bytes (metadata is small)."""
     if isinstance(value, torch.Tensor):
