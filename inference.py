@@ -82,12 +82,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_paths(args: argparse.Namespace) -> None:
+    """--model is a file and --audit a folder, and --output lies outside the audited folder (its
+    files would become a class of their own): checked before anything is created."""
+    if os.path.isdir(args.model):
+        models = sorted(name for name in os.listdir(args.model) if name.endswith((".pth", ".onnx")))
+        raise UserError(f"--model '{args.model}' is a folder; pass a model file"
+                        f"{', such as ' + repr(os.path.join(args.model, models[0])) if models else ''} (a .pth "
+                        "checkpoint that a training script wrote, or a .onnx file that --export wrote).")
+    if args.audit and not os.path.isdir(args.audit):
+        what = "is a file, not a folder" if os.path.lexists(args.audit) else "does not exist"
+        raise UserError(f"--audit '{args.audit}' {what}. --audit reads a folder of class folders, such as "
+                        "dataset/train.")
+    if args.audit:
+        audited = os.path.realpath(args.audit)
+        folders = [("--output", args.output)]
+        if args.feature_cache_dir.lower() not in ("auto", "none"):
+            folders.append(("--feature-cache-dir", args.feature_cache_dir))
+        for flag, folder in folders:
+            if os.path.realpath(folder) == audited or os.path.realpath(folder).startswith(audited + os.sep):
+                raise UserError(f"{flag} '{folder}' is inside the audited folder '{args.audit}': what the audit "
+                                f"writes there would be read as a class of photos. Choose a {flag} outside it.")
+
+
 def check_flags(args: argparse.Namespace) -> None:
     """The flags that go together, and config.py's SEED where --audit uses it: checked with the
     flags, before the modes' libraries load."""
-    for flag, value in (("--annotate", args.annotate), ("--explain", args.explain)):
+    for flag, value, own in (("--annotate", args.annotate, "annotated"), ("--explain", args.explain, "explained")):
         if value and not args.images:
             raise UserError(f"{flag} draws on the photos given with --images; add --images PATH...")
+        if value and os.path.realpath(value) in {os.path.realpath(path) for path in args.images}:
+            raise UserError(f"{flag} '{value}' is also a folder given to --images: the pictures {flag} writes would "
+                            f"sit among the photos it reads. Give {flag} a folder of its own, such as "
+                            f"'{os.path.join(value, own)}'.")
     if args.explain_class and not args.explain:
         raise UserError("--explain-class chooses the class --explain maps; add --explain DIR.")
     if args.explain and is_onnx(args.model):
@@ -117,6 +144,7 @@ def check_explain(args: argparse.Namespace, predictor: Predictor) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     check_flags(args)  # before the imports below
+    check_paths(args)
     # torchvision, OpenCV, matplotlib, scikit-learn, cleanlab and torchcam load only now: together
     # they take longer than torch itself, and a mistyped flag should not wait for them
     from pyimagesearch.inference import annotate, audit, deploy, heatmaps, predict, video

@@ -75,7 +75,8 @@ def image_folder(rootDir: str, transforms=None, draft_size: int | None = None) -
     """An ImageFolder that reads every file as upright RGB and names the folder when it is unusable.
 
     Only regular files are read: a pipe or device named like an image is left out, and listed
-    in the dataset's ``skipped`` attribute.
+    in the dataset's ``skipped`` attribute; files that are not images by their extension are
+    listed in ``ignored``.
     """
     if not os.path.isdir(rootDir):
         raise UserError(
@@ -90,7 +91,7 @@ def image_folder(rootDir: str, transforms=None, draft_size: int | None = None) -
             f"'{rootDir}' holds no images in class sub-folders ({error}). "
             "Expected <folder>/<class>/<image>.jpg, as build_dataset.py writes."
         ) from None
-    ds.skipped = valid.skipped
+    ds.skipped, ds.ignored = valid.skipped, valid.ignored
     return ds
 
 

@@ -105,6 +105,12 @@ def test_exclude_leaves_out_listed_photos_by_source_or_dataset_path(tmp_path, ca
             for name in names}
     assert len(kept) == 16 and not kept & set(manifest["excluded"]["photos"])
     assert "match no photo" in capsys.readouterr().out
+    # the same command again gives the same split, though the copy it names is no longer in the dataset
+    before = json.load(open(os.path.join(base, "split.json")))
+    build(data, base, "--val-split", "0.34", "--exclude", str(listing))
+    again = json.load(open(os.path.join(base, "split.json")))
+    assert again["excluded"]["photos"] == before["excluded"]["photos"]
+    assert (again["train"], again["val"]) == (before["train"], before["val"])
     # an audit CSV, as inference.py --audit writes it, works as it is
     audit_csv = tmp_path / "audit.csv"
     audit_csv.write_text("rank,path,given,likely,label_quality,outlier_score,kind\n"
@@ -143,3 +149,73 @@ def test_a_fine_tuned_checkpoint_is_audited_too(disc_model, tmp_path):
     inference.main(_audit(model, val, tmp_path))
     report = json.load(open(tmp_path / "finetune_model_best_audit.json"))
     assert len(report["photos"]) == 20
+
+
+@pytest.mark.parametrize("contents, message", [
+    ("rank;path;given;likely\n1;{photo};blue;red\n", None),  # re-saved by a spreadsheet: ';' between cells
+    ("rank,file,given,likely\n1,{photo},blue,red\n", "no 'path' column"),
+    ("{elsewhere}\n", "none of its 1 path(s)"),
+])
+def test_exclude_reads_a_spreadsheets_csv_and_refuses_one_it_cannot_use(tmp_path, capsys, contents, message):
+    data = make_image_folder(str(tmp_path / "photos"), per_class=4)
+    base = tmp_path / "dataset"
+    listing = tmp_path / "audit.csv"
+    listing.write_text(contents.format(photo=os.path.join(data, "blue", "img_1.jpg"), elsewhere=tmp_path / "x.jpg"))
+    import build_dataset
+
+    code = run_cli(build_dataset.main, ["--data", data, "--output", str(base), "--no-progress", "--exclude", str(listing)])
+    if message is None:
+        assert code == 0 and json.load(open(base / "split.json"))["excluded"]["photos"] == [os.path.join("blue", "img_1.jpg")]
+    else:
+        assert code == 2 and message in error_text(capsys) and not base.exists()
+
+
+def test_excluding_a_whole_class_says_so(tmp_path, capsys):
+    data = make_image_folder(str(tmp_path / "photos"), per_class=3, classes={**COLORS, "yellow": (230, 210, 40)})
+    listing = tmp_path / "leave_out.txt"
+    listing.write_text("".join(f"{os.path.join(data, 'yellow', f'img_{i}.jpg')}\n" for i in range(3)))
+    build(data, tmp_path / "dataset", "--exclude", str(listing))
+    assert "--exclude leaves out, every one" in " ".join(capsys.readouterr().out.split())
+    assert "yellow" not in json.load(open(tmp_path / "dataset" / "split.json"))["train"]
+
+
+@pytest.mark.parametrize("case, message", [
+    ("a photo", "is a file, not a folder"),
+    ("a folder as model", "is a folder; pass a model file"),
+    ("output inside", "is inside the audited folder"),
+    ("seed", "SEED = -1 in pyimagesearch/config.py"),
+])
+def test_audit_paths_and_seed_are_refused_before_anything_is_written(trained, planted, tmp_path, capsys, monkeypatch,
+                                                                    case, message):
+    from pyimagesearch import config
+
+    _, model = trained
+    folder, _ = planted
+    before = file_contents(folder)
+    audited, out = folder, tmp_path / "out"
+    if case == "a photo":
+        audited = os.path.join(folder, "red", "img_3.jpg")
+    elif case == "a folder as model":
+        model = os.path.dirname(model)
+    elif case == "output inside":
+        out = os.path.join(folder, "audit_output")
+    else:
+        monkeypatch.setattr(config, "SEED", -1)
+    assert run_cli(inference.main, _audit(model, audited, out)) == 2
+    assert message in error_text(capsys)
+    assert file_contents(folder) == before and not os.path.exists(os.path.join(folder, "audit_output"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_audit_names_a_file_that_is_not_an_image(trained, planted, tmp_path, capsys):
+    _, model = trained
+    folder, _ = planted
+    copy = tmp_path / "photos"
+    shutil.copytree(folder, copy)
+    from PIL import Image
+
+    frames = [Image.new("RGB", (40, 40), (60 * i, 0, 0)) for i in range(3)]
+    frames[0].save(copy / "red" / "moving.gif", save_all=True, append_images=frames[1:])
+    inference.main(_audit(model, str(copy), tmp_path / "out"))
+    out = " ".join(capsys.readouterr().out.split())
+    assert "moving.gif: not an image file by its extension" in out

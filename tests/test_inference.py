@@ -380,7 +380,7 @@ def test_annotate_never_overwrites_the_users_own_file_and_never_reads_its_output
     capsys.readouterr()
     assert run_cli(inference.main, run) == 0  # the same command again: its own files are replaced, not classified
     out = capsys.readouterr().out
-    assert "_annotated" not in out.split("[INFO] not classifying")[0] and "--annotate or --explain wrote them" in out
+    assert "_annotated" not in out.split("[INFO] not classifying")[0] and "it is the --annotate or --explain folder" in out
     assert sorted(os.listdir(annotated)) == written
     rows = json.loads((tmp_path / "o" / "warmup_model_images.json").read_text())["predictions"]
     assert len(rows) == len(os.listdir(photos)) - 1  # the photos, not the annotated folder
@@ -485,3 +485,23 @@ def test_names_with_control_characters_or_glyphs_the_font_lacks_print_and_draw_c
     assert "two\\nlines.jpg: " in out and "tab\\there.jpg: " in out and "玫瑰.jpg: " in out
     assert not [line for line in out.splitlines() if line.startswith("lines.jpg")]  # no name split across lines
     assert decoded_size(tmp_path / "o" / "warmup_model_images.png")[0] > 100
+
+
+def test_a_photo_folder_that_also_received_explain_output_stays_a_photo_folder(trained, tmp_path, capsys):
+    """--explain D with --images D is refused naming --explain; after --images D/p.jpg --explain D,
+    --images D still classifies the user's photo, and only the pictures --explain wrote are left out."""
+    base, model = trained
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(os.path.join(base, "val", "red", sorted(os.listdir(os.path.join(base, "val", "red")))[0]),
+                photos / "p.jpg")
+    common = ["--model", model, "--output", str(tmp_path / "o"), "--no-progress"]
+    assert run_cli(inference.main, [*common, "--images", str(photos), "--explain", str(photos)]) == 2
+    err = error_text(capsys)
+    assert "--explain" in err and "--annotate" not in err and str(photos / "explained") in err
+    assert os.listdir(photos) == ["p.jpg"]
+    assert run_cli(inference.main, [*common, "--images", str(photos / "p.jpg"), "--explain", str(photos)]) == 0
+    assert "p_explained.jpg" in os.listdir(photos)
+    assert run_cli(inference.main, [*common, "--images", str(photos)]) == 0
+    rows = json.loads((tmp_path / "o" / "warmup_model_images.json").read_text())["predictions"]
+    assert [os.path.basename(row["path"]) for row in rows] == ["p.jpg"]

@@ -108,7 +108,8 @@ def explained_names(paths: Sequence[str], stem: str) -> list[str]:
     return [*annotated_names(paths, "_explained"), f"{stem}_explained_montage.jpg", f"{stem}_explained.npz"]
 
 
-def _written_here(folder: str) -> set[str]:
+def written_here(folder: str) -> set[str]:
+    """The files --annotate or --explain wrote in ``folder`` (its manifest): outputs, never inputs."""
     try:
         with open(os.path.join(folder, MANIFEST), encoding="utf-8") as handle:
             return set(json.load(handle)["written"])
@@ -120,7 +121,7 @@ def check_targets(folder: str, names: Sequence[str], flag: str = "--annotate") -
     """No file --annotate (or --explain) would write replaces one it did not write itself (the
     user's own ``p_annotated.jpg``): checked before any photo is classified."""
     fileio.check_writable_folder(folder, flag)
-    ours = _written_here(folder)
+    ours = written_here(folder)
     theirs = [name for name in names if os.path.lexists(os.path.join(folder, name)) and name not in ours]
     if theirs:
         listed = ", ".join(f"'{os.path.join(folder, name)}'" for name in theirs[:3])
@@ -133,12 +134,7 @@ def claim(folder: str, names: Sequence[str]) -> None:
     """List ``names`` in the folder's manifest before writing them, so that even a killed run's
     files are known as ours."""
     fileio.write_text(os.path.join(folder, MANIFEST),
-                      json.dumps({"written": sorted(_written_here(folder) | set(names))}, indent=1))
-
-
-def is_annotate_folder(folder: str) -> bool:
-    """A folder --annotate or --explain wrote into: its photos are outputs, never inputs to classify again."""
-    return os.path.isfile(os.path.join(folder, MANIFEST))
+                      json.dumps({"written": sorted(written_here(folder) | set(names))}, indent=1))
 
 
 def annotate_files(rows: Sequence[dict], folder: str, montage_name: str, progress: bool = True) -> list[str]:

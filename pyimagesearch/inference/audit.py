@@ -22,6 +22,7 @@ from ..utils import feature_cache
 from ..utils.digest import folder_digest
 from ..utils.errors import UserError
 from ..utils.fileio import NOT_REGULAR
+from ..utils.images import IMAGE_EXTENSIONS
 from ..utils.label_issues import find_suspects, too_small
 from ..utils.text import printable
 from ..utils.weights import weights_identity
@@ -105,6 +106,9 @@ def audit_folder(predictor: Predictor, model_path: str, folder: str, output: str
     ds = eval_image_folder(folder, predictor.meta["image_size"], predictor.meta["mean"], predictor.meta["std"])
     for path in ds.skipped:
         print(f"[WARN] skipped {printable(path)}: {NOT_REGULAR}")
+    for path in ds.ignored:
+        print(f"[WARN] skipped {printable(path)}: not an image file by its extension ({', '.join(IMAGE_EXTENSIONS)}); "
+              "build_dataset.py leaves it out too")
     print(f"[INFO] auditing {len(ds)} photos of {len(ds.classes)} classes in {printable(folder)}")
     features, kept, failures = _features(predictor, model_path, ds, cache_dir, batch_size, progress)
     for path, reason in failures:

@@ -34,7 +34,7 @@ from ..utils.opencv import has_display
 from ..utils.runtime import Compute, resolve_device, resolve_workers
 from ..utils.text import drawable, printable
 from . import deploy
-from .annotate import annotated_names, check_targets, explained_names, is_annotate_folder
+from .annotate import MANIFEST, annotated_names, check_targets, explained_names, written_here
 
 
 @dataclass
@@ -129,22 +129,28 @@ def collate_readable(batch):
 
 def expand_paths(paths: Sequence[str], skip: Sequence[str] = ()) -> tuple[list[str], list[tuple[str, str]], list[str]]:
     """Files given by name, and image files found in given folders; what cannot be read is listed.
-    Folders in ``skip`` (--annotate's) and folders --annotate wrote into are outputs, not inputs:
-    the third list names the ones met."""
+    Folders in ``skip`` (this run's --annotate and --explain) and the pictures --annotate or
+    --explain wrote anywhere are outputs, not inputs: the third list names the folders where only
+    outputs were met. A user's own photos beside such pictures are classified as any others."""
     files, problems, outputs_met = [], [], []
     outputs = {os.path.realpath(folder) for folder in skip}
     for path in paths:
         if os.path.isdir(path):
             for folder, dirs, names in os.walk(path):
-                if os.path.realpath(folder) in outputs or is_annotate_folder(folder):
-                    why = ("--annotate or --explain wrote them" if is_annotate_folder(folder)
-                           else "it is the --annotate or --explain folder")
-                    print(f"[INFO] not classifying the photos in {printable(folder)}: {why}")
+                if os.path.realpath(folder) in outputs:
+                    print(f"[INFO] not classifying the photos in {printable(folder)}: it is the --annotate or "
+                          "--explain folder")
                     outputs_met.append(folder)
                     dirs[:] = []
                     continue
+                ours = written_here(folder) | {MANIFEST}
+                if ours & set(names):
+                    print(f"[INFO] not classifying the pictures in {printable(folder)} that --annotate or --explain "
+                          "wrote")
+                    if not any(is_image_file(name) for name in set(names) - ours):
+                        outputs_met.append(folder)
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                for name in sorted(names):
+                for name in sorted(set(names) - ours):
                     full = os.path.join(folder, name)
                     if not is_image_file(name):
                         continue
@@ -164,9 +170,9 @@ def expand_paths(paths: Sequence[str], skip: Sequence[str] = ()) -> tuple[list[s
 def _nothing_classified(paths: Sequence[str], problems: list, outputs_met: list[str]) -> UserError:
     if outputs_met and not problems:
         folder = outputs_met[0]
-        return UserError(f"No image could be classified: '{printable(folder)}' holds --annotate's output, and "
-                         "photos there are never classified (they would be read back as they are written). Give "
-                         f"--annotate a folder of its own, such as '{printable(os.path.join(folder, 'annotated'))}'.")
+        return UserError(f"No image could be classified: '{printable(folder)}' holds only what --annotate or "
+                         "--explain wrote, and those pictures are never classified (they would be read back as they "
+                         "are written). Pass the folder of your own photos to --images.")
     return UserError(f"No image could be classified: {len(problems)} path(s) skipped (listed above), none "
                      f"usable among {[printable(p) for p in paths]}. Pass .jpg/.jpeg/.png/.bmp/.webp files or folders "
                      "holding them.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from tqdm import tqdm
@@ -38,10 +38,13 @@ def scan(root: str, check: bool = True, progress: bool = True, fingerprints: boo
     """
     result = Scan()
     candidates: list[tuple[str, str]] = []
+    excluded: set[str] = set()  # classes with a photo --exclude leaves out
     for folder, files in walk_class_folders(root):
         for name in files:
             path = os.path.join(folder, name)
             relative = os.path.relpath(path, root)
+            if relative in leave_out:
+                excluded.add(relative.split(os.sep)[0])
             if name.startswith(".") or relative in leave_out:
                 continue
             if not is_image_file(name):
@@ -63,7 +66,9 @@ def scan(root: str, check: bool = True, progress: bool = True, fingerprints: boo
                 result.fingerprints[relative] = fingerprint(path, decoded[0])
     for folder in sorted(os.listdir(root)):
         if not folder.startswith(".") and os.path.isdir(os.path.join(root, folder)) and folder not in result.images:
-            result.skipped.append((folder + os.sep, "class folder with no usable images (left out)"))
+            result.skipped.append((folder + os.sep, "class folder whose photos --exclude leaves out, every one (the "
+                                   "class is left out)" if folder in excluded else
+                                   "class folder with no usable images (left out)"))
     return result
 
 

@@ -52,19 +52,35 @@ def listed_paths(path: str) -> list[str]:
     except (OSError, UnicodeDecodeError) as error:
         raise UserError(f"--exclude '{path}' cannot be read as text ({error}); pass a UTF-8 text or CSV file.") from None
     lines = text.splitlines()
-    header = next(csv.reader(lines[:1]), []) if lines else []
+    try:  # a spreadsheet may save the audit's CSV with ';' or tabs between the cells
+        dialect = csv.Sniffer().sniff(lines[0], delimiters=",;\t") if lines else csv.excel
+    except csv.Error:
+        dialect = csv.excel
+    header = next(csv.reader(lines[:1], dialect), []) if lines else []
     if "path" in header:
-        return [_unspreadsheet(row["path"]) for row in csv.DictReader(lines) if row.get("path")]
+        return [_unspreadsheet(row["path"]) for row in csv.DictReader(lines, dialect=dialect) if row.get("path")]
+    first = lines[0].strip() if lines else ""
+    if len(header) > 2 and not first.startswith("#") and not os.path.lexists(first):
+        raise UserError(f"--exclude '{path}' looks like a table ({len(header)} columns: "
+                        f"{', '.join(repr(cell) for cell in header[:6])}) with no 'path' column. Keep the audit CSV's "
+                        "header row, or list one photo path per line.")
     return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
 def _copies(output: str) -> dict[str, str]:
-    """Each photo of the dataset the last build wrote (its absolute path) -> its path below --data."""
+    """Each photo of the dataset the last build wrote (its absolute path) -> its path below --data.
+    The photos that build left out count too, at the place their copy had in train/ or val/: the
+    same --exclude run again matches what it matched the first time, and gives the same split."""
     try:
         with open(os.path.join(output, MANIFEST), encoding="utf-8") as handle:
             manifest = json.load(handle)
-        return {os.path.abspath(os.path.join(output, part, label, destination_name(relative))): relative
-                for part in ("train", "val") for label, relatives in manifest[part].items() for relative in relatives}
+        copies = {os.path.abspath(os.path.join(output, part, label, destination_name(relative))): relative
+                  for part in ("train", "val") for label, relatives in manifest[part].items() for relative in relatives}
+        for relative in (manifest.get("excluded") or {}).get("photos", []):
+            label = relative.split(os.sep)[0]
+            for part in ("train", "val"):
+                copies.setdefault(os.path.abspath(os.path.join(output, part, label, destination_name(relative))), relative)
+        return copies
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}
 
@@ -86,4 +102,8 @@ def read_exclusions(path: str, data: str, output: str) -> Exclusions:
             result.photos.add(relative)
         else:
             result.unmatched.append(listed)
+    if result.unmatched and not result.photos:
+        raise UserError(f"--exclude '{path}': none of its {len(result.unmatched)} path(s) names a photo of '{data}' "
+                        f"or its copy in '{output}' (the first: '{result.unmatched[0]}'). List the photos by their "
+                        "path under --data or in the dataset the last build wrote, as the audit's CSV does.")
     return result

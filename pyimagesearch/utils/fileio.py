@@ -255,6 +255,8 @@ def read_torch(path: str, missing: str, unreadable: str) -> Any:
     import torch
 
     check_regular_or_absent(path, "")
+    if os.path.isdir(path):
+        raise UserError(f"'{path}' is a folder, not a file. Pass the path of the file itself.")
     if not os.path.isfile(path):
         raise UserError(missing)
     try:

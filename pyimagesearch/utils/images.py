@@ -25,13 +25,17 @@ def is_image_file(path: str) -> bool:
 
 class ImageFileFilter:
     """ImageFolder's ``is_valid_file``: image files by extension that are regular files; the
-    others named like images are remembered in ``skipped`` to be listed, never opened."""
+    others named like images are remembered in ``skipped`` to be listed, never opened, and the
+    files of other kinds (an animated .gif, notes.txt) in ``ignored``, hidden files aside."""
 
     def __init__(self) -> None:
         self.skipped: list[str] = []
+        self.ignored: list[str] = []
 
     def __call__(self, path: str) -> bool:
         if not is_image_file(path):
+            if not os.path.basename(path).startswith("."):
+                self.ignored.append(path)
             return False
         if not is_regular_file(path):
             self.skipped.append(path)
