@@ -45,7 +45,7 @@ bench: $(STAMP)
 gpu-check: $(STAMP)
 	$(PY) benchmarks/gpu_check.py
 
-# what a bare GPU image lacks (imutils, torchcam), unpacked into .gpu-deps/ to carry there (docs/speed.md, GPUs)
+# for a GPU machine with PyTorch but no .venv: imutils and torchcam, unpacked into .gpu-deps/ to copy there (docs/speed.md, GPUs)
 gpu-deps: $(STAMP)
 	rm -rf .gpu-deps && $(PY) -m pip install --quiet --no-deps --target .gpu-deps imutils torchcam
 

@@ -561,7 +561,7 @@ def main(argv=None) -> None:
             source = make_flowers(os.path.join(work, "flower_photos"), args.per_class, args.source_size, args.seed)
         args.dataset = os.path.join(work, "dataset")
         # the split is set-up, not a timed row; without the duplicate check it also runs where OpenCV lacks
-        # the contrib module (the lent GPU image's does)
+        # the contrib module (an OpenCV installed without this project's requirements may)
         build_dataset.main(["--data", source, "--output", args.dataset, "--val-split", "0.2", "--no-progress",
                             "--no-find-duplicates"])
         passthrough = [*(argv if argv is not None else sys.argv[1:]), "--device", args.device]

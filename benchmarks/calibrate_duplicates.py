@@ -5,8 +5,9 @@ Usage:
 
 From each photo under --photos (searched recursively) it makes the photo itself and its 3 x 3 tiles
 (distinct pictures with a real photo's texture), each resized to a size drawn log-uniformly from 100
-to 4,000 px (never enlarged), and of each of these 5 copies: re-encoded as JPEG at quality 40-90,
-rescaled to 50-95 % (PNG), both, mirrored, and turned by 90 degrees. Everything then goes through
+to 4,000 px (never enlarged), and of each of these 6 copies: re-encoded as JPEG at quality 40-90,
+rescaled to 50-95 % (PNG), both, mirrored, turned by 90 degrees, and a thumbnail (20-35 %, JPEG at
+quality 85). Everything then goes through
 what build_dataset.py runs (check_image's decode, the fingerprint, find_duplicates):
 
 - recall: the share of copies grouped with their original, by kind and by size;
@@ -32,7 +33,7 @@ from PIL import Image, ImageOps
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-KINDS = ("reencode", "rescale", "both", "mirror", "turn90")
+KINDS = ("reencode", "rescale", "both", "mirror", "turn90", "thumbnail")
 SIZE_BUCKETS = ((0, 200), (200, 400), (400, 1000), (1000, 100_000))
 GRID = [(bits, levels) for bits in (4, 6, 8, 10, 12) for levels in (2.5, 4.0, 5.0, 8.0)]
 
@@ -67,6 +68,7 @@ def make_set(photos: list[str], folder: str, tiles: int, seed: int) -> list[dict
                                                        quality=rng.randint(40, 90))
             ImageOps.mirror(base).save(os.path.join(folder, "copy", f"mirror_{name}.jpg"), quality=90)
             base.rotate(90, expand=True).save(os.path.join(folder, "copy", f"turn90_{name}.jpg"), quality=90)
+            resized(base, rng.uniform(0.2, 0.35)).save(os.path.join(folder, "copy", f"thumbnail_{name}.jpg"), quality=85)
             grey = np.asarray(base.convert("L").resize((64, 64)), dtype=np.float64)
             bases.append({"name": name, "side": max(base.size), "textured": bool(grey.std() >= 10)})
     return bases

@@ -2,10 +2,10 @@
 
 Usage:
     make gpu-check                                  # python benchmarks/gpu_check.py, in the project's .venv
-    PYTHONPATH=.gpu-deps python3 benchmarks/gpu_check.py --output $OUT/gpu_check.json   # a bare GPU image
+    PYTHONPATH=.gpu-deps python3 benchmarks/gpu_check.py --output gpu_check.json   # PyTorch installed, no .venv
 
 It runs, each step timed and recorded even when another fails:
-  1. the machine: GPU name, compute capability, memory, torch and CUDA versions;
+  1. the machine: GPU name, compute capability, memory, driver, torch and CUDA versions, host CPU;
   2. the GPU tests (tests/test_gpu.py): bf16 and fp16 autocast, channels_last, the feature cache;
   3. feature extraction and fine-tuning, 2 epochs each on generated photos at 224 px, with images/s
      and peak GPU memory;
@@ -13,7 +13,8 @@ It runs, each step timed and recorded even when another fails:
   5. the benchmark's rows on the GPU: the tutorial's loop against the project, the same data;
   6. inference: latency at batch 1 and throughput at batch 256.
 
-Without CUDA it says so in one line and exits 0. docs/speed.md says how to run it on a lent GPU.
+Without CUDA it says so in one line and exits 0. docs/speed.md says how to run it on a GPU machine
+without this project's .venv.
 """
 
 from __future__ import annotations
@@ -62,8 +63,8 @@ def run_command(command: list[str], timeout_s: float, cwd: str = ROOT) -> dict:
 
 
 def make_dataset(root: str, per_class: int, size: int) -> str:
-    """dataset/{train,val} of generated flowers, without build_dataset.py (a bare GPU image's OpenCV
-    may lack the contrib module its duplicate check uses)."""
+    """dataset/{train,val} of generated flowers, without build_dataset.py (an OpenCV installed
+    without this project's requirements may lack the contrib module its duplicate check uses)."""
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
     from make_images import DISTINCT_CLASSES, make_flowers
 

@@ -32,8 +32,8 @@ def runtime_parser() -> argparse.ArgumentParser:
     group.add_argument("--fold-bn", action=argparse.BooleanOptionalAction, default=config.FOLD_BN,
                        help="fold frozen BatchNorm layers into their convolutions (default: %(default)s)")
     group.add_argument("--num-workers", type=cli.workers, default=config.NUM_WORKERS,
-                       help="DataLoader worker processes, or auto: most CPU cores on CUDA (the GPU outruns a few "
-                            "workers), at most 4 on CPU (the workers would take the cores the math needs) "
+                       help="DataLoader worker processes, or auto: every core but one on CUDA or MPS (the GPU outruns a "
+                            "few workers), at most 4 on CPU (the workers would take the cores the math needs) "
                             "(default: %(default)s)")
     group.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                        help="tqdm progress bars (default: %(default)s)")

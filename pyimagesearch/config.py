@@ -88,7 +88,7 @@ FEATURE_CACHE_VIEWS = 1
 # "auto" is feature_cache/ beside the model (output/feature_cache), "none" keeps them in memory only
 FEATURE_CACHE_DIR = "auto"
 
-# DataLoader worker processes: "auto" gives most cores on CUDA (a GPU outruns a few workers)
+# DataLoader worker processes: "auto" gives every core but one on CUDA or MPS (a GPU outruns a few workers)
 # and at most 4 on CPU (the math needs the cores); a number fixes it
 NUM_WORKERS = "auto"
 # speed: mixed precision ("auto" = bf16/fp16 on CUDA, bf16 on CPUs with native bf16, else off),

@@ -142,22 +142,22 @@ def allocator_as_it_comes():
         yield
 
 
-@pytest.fixture(scope="session", autouse=True)
-def cpu_kind():
-    """TEST_CPU_NATIVE_BF16=1 or 0: ``--amp auto`` chooses as on the other kind of CPU (tests/tiny.py)."""
-    from pyimagesearch.utils import runtime
-    from tiny import cpu_kind_from_environment
-
-    real = runtime.cpu_has_native_bf16
-    cpu_kind_from_environment()
-    yield
-    runtime.cpu_has_native_bf16 = real
-
-
 # The precisions a CPU trains in: fp32, and bf16 where --amp auto picks it (a CPU with native bf16;
-# elsewhere it runs emulated, slower). A test that trains and checks what was learnt runs in both,
-# whatever this CPU has; every other training run is pinned to fp32 (train_args).
+# elsewhere autocast runs it emulated, slower). A test that trains and checks what was learnt runs
+# in both, whatever this CPU has, with --amp; every other run is pinned to fp32 (fp32_unless_asked).
 PRECISIONS = ("off", "bf16")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fp32_unless_asked():
+    """config.py's AMP is "off" for the in-process suite: --amp auto would train and predict in bf16
+    on a CPU with native bf16 and in fp32 elsewhere, and a test must not depend on the host. The
+    subprocess runs pass --amp off (tests/background.py)."""
+    from pyimagesearch import config
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(config, "AMP", "off")
+        yield
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -279,12 +279,11 @@ def small_dataset(tmp_path_factory):
 
 
 def train_args(tmp_path, base: str, name: str, *extra: str) -> list[str]:
-    """Flags for a quick, offline training run in fp32 writing into tmp_path/output (a later
-    ``--amp`` in ``extra`` overrides the precision)."""
+    """Flags for a quick, offline training run writing into tmp_path/output."""
     out = tmp_path / "output"
     return ["--train", os.path.join(base, "train"), "--val", os.path.join(base, "val"),
             "--weights", "none", "--image-size", "32", "--epochs", "2", "--batch-size", "4",
-            "--num-workers", "0", "--device", "cpu", "--amp", "off", "--no-progress",
+            "--num-workers", "0", "--device", "cpu", "--no-progress",
             "--plot", str(out / f"{name}.png"), "--model", str(out / f"{name}_model.pth"), *extra]
 
 

@@ -28,7 +28,7 @@ from pyimagesearch.create_dataloaders import get_dataloader, make_loader, train_
 from pyimagesearch.training import TrainingSession
 from pyimagesearch.utils.distributed import rank
 from pyimagesearch.utils.errors import run_cli
-from tiny import cpu_kind_from_environment, use_tiny_resnet50
+from tiny import use_tiny_resnet50
 
 
 class Draws(torch.utils.data.Dataset):
@@ -77,7 +77,6 @@ def use_a_store_of_its_own(agent_store: torch.distributed.TCPStore, run: int) ->
 
 def main(runs_file: str) -> int:
     use_tiny_resnet50()
-    cpu_kind_from_environment()
     with open(runs_file) as handle:
         runs = json.load(handle)
     agent_store = torch.distributed.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),

@@ -112,6 +112,7 @@ def test_evaluate_report_agrees_with_a_hand_count(tmp_path, capsys):
     assert [m["path"] for m in after_training["mistakes"]] == [m["path"] for m in report["mistakes"]]
 
     # hand count: predict each validation image on its own and tally
+    from pyimagesearch import config
     from pyimagesearch.create_dataloaders import eval_transforms, image_folder
     from pyimagesearch.freezing import fold_frozen_batchnorm
     from pyimagesearch.utils.runtime import Compute, resolve_amp
@@ -119,7 +120,7 @@ def test_evaluate_report_agrees_with_a_hand_count(tmp_path, capsys):
     model, meta = checkpoint.load(str(out / "warmup_model.pth"))
     fold_frozen_batchnorm(model.requires_grad_(False))
     cpu = torch.device("cpu")
-    compute = Compute(cpu, resolve_amp("auto", cpu), channels_last=True)  # the arithmetic inference uses
+    compute = Compute(cpu, resolve_amp(config.AMP, cpu), channels_last=True)  # the arithmetic inference uses
     model = compute.prepare(model)
     ds = image_folder(os.path.join(base, "val"), eval_transforms(meta["image_size"]))
     counts = np.zeros((3, 3), dtype=int)

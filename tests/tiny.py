@@ -45,17 +45,6 @@ def use_tiny_resnet50() -> None:
     model.resnet50 = tiny_resnet50
 
 
-def cpu_kind_from_environment() -> None:
-    """TEST_CPU_NATIVE_BF16=1 or 0 makes ``--amp auto`` choose as it would on a CPU with native
-    bf16 (bf16) or without it (fp32), whatever this CPU has: the suite runs as on the other kind
-    of CPU (docs/tests.md). Unset, the CPU answers for itself."""
-    answer = os.environ.get("TEST_CPU_NATIVE_BF16")
-    if answer in ("0", "1"):
-        from pyimagesearch.utils import runtime
-
-        runtime.cpu_has_native_bf16 = lambda: answer == "1"
-
-
 def interrupt_at_epoch(epoch: int) -> None:
     """The scripts import train_one_epoch from the engine as they start: wrapped there."""
     from pyimagesearch import engine
@@ -126,7 +115,6 @@ def run_stages(stages_file: str) -> None:
 if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     use_tiny_resnet50()
-    cpu_kind_from_environment()
     if sys.argv[1] == "--stages":
         run_stages(sys.argv[2])
     else:
