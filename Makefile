@@ -1,5 +1,5 @@
 # make run   - the tutorial end to end: dataset split, feature extraction, fine-tuning, inference
-# make test  - the test suite (offline, 70-90 s on 2 CPU cores)
+# make test  - the test suite (offline, 60-120 s on 2 CPU cores)
 # make demo  - the whole pipeline offline on a small generated image folder (--weights none)
 # make gpu-check - on a machine with a CUDA GPU: its tests, training, torchrun, benchmark rows, inference speed
 # Each target creates .venv and installs requirements on first use.
