@@ -87,6 +87,9 @@ def test_unusable_outputs_are_refused_before_any_image_is_read(tmp_path, capsys,
     (["--batch-size", "0"], "--batch-size"),
     (["--num-workers", "-1"], "--num-workers"),
     (["--top-k", "0"], "--top-k"),
+    (["--seed", "-1"], "--seed"),
+    (["--seed", "4294967296"], "--seed"),
+    (["--explain-layer", ""], "--explain-layer"),
 ])
 def test_inference_numbers_are_checked_by_the_parser(trained, capsys, args, message):
     with pytest.raises(SystemExit) as stopped:
