@@ -24,13 +24,14 @@ import os
 from collections.abc import Sequence
 
 from pyimagesearch import config
-from pyimagesearch.utils import cli, exclude, settings
+from pyimagesearch.data import exclude
+from pyimagesearch.data.dataset import MANIFEST, check_target, scan, write_splits
+from pyimagesearch.data.download import FLOWER_CLASSES, DownloadLimits, fetch_dataset
+from pyimagesearch.data.duplicates import describe, find_duplicates
+from pyimagesearch.data.split import check_val_split, count_table, imbalance_warning, share_warnings, split
+from pyimagesearch.utils import cli, settings
 from pyimagesearch.utils.cli import CheckedParser, int_between
-from pyimagesearch.utils.dataset import MANIFEST, check_target, scan, write_splits
-from pyimagesearch.utils.download import FLOWER_CLASSES, DownloadLimits, fetch_dataset
-from pyimagesearch.utils.duplicates import describe, find_duplicates
 from pyimagesearch.utils.errors import UserError, run_cli
-from pyimagesearch.utils.split import check_val_split, count_table, imbalance_warning, share_warnings, split
 from pyimagesearch.utils.text import printable
 
 

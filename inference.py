@@ -147,8 +147,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     check_paths(args)
     # torchvision, OpenCV, matplotlib, scikit-learn, cleanlab and torchcam load only now: together
     # they take longer than torch itself, and a mistyped flag should not wait for them
+    from pyimagesearch import feature_cache
     from pyimagesearch.inference import annotate, audit, deploy, heatmaps, predict, video
-    from pyimagesearch.utils import feature_cache, fileio
+    from pyimagesearch.utils import fileio
 
     if args.audit:
         audit.check_audit(args.model, args.audit, args.folds)

@@ -33,9 +33,9 @@ from pyimagesearch.utils.distributed import is_main_process, set_epoch
 from pyimagesearch.utils.errors import run_cli
 
 if TYPE_CHECKING:
+    from pyimagesearch.feature_cache import Features
     from pyimagesearch.model import Body
     from pyimagesearch.training import TrainingSession
-    from pyimagesearch.utils.feature_cache import Features
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,8 +58,8 @@ def body_features(args: argparse.Namespace, session: TrainingSession, body: Body
     """The validation features and, with --feature-cache, every cached view of the training images
     (from feature_cache/ when an earlier run left them); without it, no training view: the
     tutorial's way, a fresh augmentation of every training image in every epoch."""
+    from pyimagesearch import feature_cache
     from pyimagesearch.engine import extract_features
-    from pyimagesearch.utils import feature_cache
 
     def extract(loader, desc):
         return extract_features(body, loader, session.compute, progress=args.progress, desc=desc)

@@ -161,7 +161,7 @@ def decode_cost(args) -> dict:
     from torchvision import datasets
 
     from pyimagesearch.create_dataloaders import train_transforms
-    from pyimagesearch.utils.images import RGBLoader
+    from pyimagesearch.data.images import RGBLoader
 
     folder = os.path.join(args.dataset, "train")
     result = {}

@@ -76,7 +76,7 @@ def make_set(photos: list[str], folder: str, tiles: int, seed: int) -> list[dict
 
 def pair_distances(prints: dict, bases: list[dict]) -> tuple[dict, list]:
     """(bits, levels) of each copy to its original, and of every close pair of different bases."""
-    from pyimagesearch.utils.duplicates import ORIENTATIONS, _oriented
+    from pyimagesearch.data.duplicates import ORIENTATIONS, _oriented
 
     def distance(a, b) -> tuple[int, float]:
         bits = [bin(a.phashes[0] ^ b.phashes[k]).count("1") for k in range(ORIENTATIONS)]
@@ -103,8 +103,8 @@ def pair_distances(prints: dict, bases: list[dict]) -> tuple[dict, list]:
 
 def measure(args: argparse.Namespace) -> dict:
     from pyimagesearch import config
-    from pyimagesearch.utils.dataset import scan
-    from pyimagesearch.utils.duplicates import THUMBNAIL_TOLERANCE, find_duplicates
+    from pyimagesearch.data.dataset import scan
+    from pyimagesearch.data.duplicates import THUMBNAIL_TOLERANCE, find_duplicates
 
     photos = sorted(os.path.join(folder, name) for folder, _, names in os.walk(args.photos) for name in names
                     if name.lower().endswith((".jpg", ".jpeg", ".png", ".webp")))

@@ -3,14 +3,16 @@
 Up front, what a tutorial reader opens: ``config`` (every setting), ``create_dataloaders``
 (``get_dataloader``), ``model`` and ``freezing``, ``engine`` (one training pass, evaluation),
 ``schedule``, ``plots``, ``checkpoint`` and ``checkpointer``, ``training`` (the session around
-each script's epoch loop) and ``arguments`` (every script's flags).
+each script's epoch loop), ``arguments`` (every script's flags) and ``feature_cache`` (feature
+extraction's frozen-body step, kept between runs).
 
-Behind it, three subpackages. Imports run one way, and tests/test_layout.py checks it:
+Behind it, four subpackages. Imports run one way, and tests/test_layout.py checks it:
 
-- ``utils``: the machinery (files and errors, runtime and memory, distributed, images, the
-  dataset split and duplicates, the download, the feature cache, weights, the offline stand-in,
-  engine settings). It imports nothing from outside ``utils``.
+- ``utils``: the machinery (files and errors, the CLI, runtime and memory, distributed, digests,
+  weights and the offline stand-in, engine settings). It imports nothing from outside ``utils``.
+- ``data``: the photos (scan and decoding, the split, duplicates, the download, exclusions). It
+  imports only ``utils``.
 - ``reports``: metrics and pictures of a model's predictions. It imports only ``utils``.
-- ``inference``: the modes of inference.py (predict, annotate, video, ONNX export). It builds
-  on the modules up front; nothing up front imports it.
+- ``inference``: the modes of inference.py. It builds on the modules up front; nothing up front
+  imports it.
 """

@@ -16,10 +16,10 @@ from torchvision import datasets
 from torchvision import transforms as T
 
 from . import config
+from .data.images import ImageFileFilter, RGBLoader, train_draft_size
 from .utils.distributed import rank, share_sampler
 from .utils.errors import UserError
 from .utils.fileio import walk_class_folders
-from .utils.images import ImageFileFilter, RGBLoader, train_draft_size
 from .utils.runtime import resolve_workers
 
 

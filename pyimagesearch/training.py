@@ -22,6 +22,7 @@ from . import checkpointer as outputs
 from . import config
 from .checkpointer import Checkpointer
 from .create_dataloaders import eval_image_folder, make_loader
+from .data.split import imbalance_warning
 from .engine import evaluate_and_report
 from .reports.report import publish
 from .utils import cli, settings
@@ -31,7 +32,6 @@ from .utils.errors import UserError
 from .utils.fileio import NOT_REGULAR
 from .utils.memory import keep_allocator_memory
 from .utils.runtime import Compute, resolve_device, resolve_workers, seed_everything, start_worker_server, worker_start_method
-from .utils.split import imbalance_warning
 from .utils.stand_in import CALIBRATION_IMAGES, STAND_IN, offline_stand_in
 from .utils.text import printable
 from .utils.weights import load_backbone_weights

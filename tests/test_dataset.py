@@ -17,8 +17,8 @@ from PIL import Image
 import build_dataset
 from conftest import build, error_text, file_contents, make_image_folder
 from pyimagesearch.create_dataloaders import eval_transforms, get_dataloader, image_folder, train_transforms
+from pyimagesearch.data.images import load_rgb, train_draft_size
 from pyimagesearch.utils.errors import UserError, run_cli
-from pyimagesearch.utils.images import load_rgb, train_draft_size
 
 
 def _files(root: str) -> dict[str, set[str]]:
@@ -235,7 +235,7 @@ def test_a_symlink_loop_does_not_hang_the_scan(tmp_path):
 def test_links_inside_a_class_never_file_other_classes_photos_under_it(tmp_path):
     """A loop up to the root and a link to another class: the split, and every folder the scripts
     read (training, --evaluate, --audit), see each photo once, under its own class."""
-    from pyimagesearch.utils.dataset import scan
+    from pyimagesearch.data.dataset import scan
 
     data = make_image_folder(str(tmp_path / "photos"), per_class=4)
     os.symlink("..", os.path.join(data, "red", "loop"))

@@ -18,8 +18,8 @@ import pytest
 from PIL import Image
 
 import build_dataset
+from pyimagesearch.data.download import DownloadLimits, download, extract
 from pyimagesearch.utils import settings
-from pyimagesearch.utils.download import DownloadLimits, download, extract
 from pyimagesearch.utils.errors import UserError, run_cli
 
 

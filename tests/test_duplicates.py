@@ -15,10 +15,10 @@ from PIL import Image, ImageDraw
 
 import build_dataset
 from conftest import error_text, make_image_folder
-from pyimagesearch.utils.dataset import scan
-from pyimagesearch.utils.duplicates import DuplicateGroup, find_duplicates
+from pyimagesearch.data.dataset import scan
+from pyimagesearch.data.duplicates import DuplicateGroup, find_duplicates
+from pyimagesearch.data.split import share_warnings, split
 from pyimagesearch.utils.errors import UserError, run_cli
-from pyimagesearch.utils.split import share_warnings, split
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from pyimagesearch import model as model_module
 def _rewritten(path: str, change) -> None:
     """The cache file with its features changed by ``change(payload)`` and a matching checksum, as a
     bug or another program could leave it."""
-    from pyimagesearch.utils import feature_cache as features
+    from pyimagesearch import feature_cache as features
 
     payload = torch.load(path, weights_only=True)
     change(payload)

@@ -30,7 +30,8 @@ from conftest import (
     train_args,
 )
 from pyimagesearch import checkpoint, plots
-from pyimagesearch.utils import dataset, fileio
+from pyimagesearch.data import dataset
+from pyimagesearch.utils import fileio
 from pyimagesearch.utils.errors import UserError, run_cli
 
 

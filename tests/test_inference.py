@@ -34,10 +34,10 @@ from conftest import (
 )
 from pyimagesearch import checkpoint
 from pyimagesearch.create_dataloaders import eval_image_folder, eval_transforms, get_dataloader, train_transforms
+from pyimagesearch.data.images import check_image, load_rgb
 from pyimagesearch.inference import deploy, predict
 from pyimagesearch.inference.predict import ImageFiles
 from pyimagesearch.utils.errors import UserError, run_cli
-from pyimagesearch.utils.images import check_image, load_rgb
 
 
 def _names(path: str) -> set[str]:

@@ -16,9 +16,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from ..data.images import load_rgb
 from ..utils import fileio
 from ..utils.errors import UserError
-from ..utils.images import load_rgb
 
 GREEN = (0, 255, 0)  # the label colour of PyImageSearch's OpenCV examples (BGR)
 BLACK = (0, 0, 0)

@@ -3,7 +3,7 @@ belong to no class.
 
 The checkpoint's body turns each photo into features (kept in the feature cache beside the model,
 so a second audit of the same photos skips the body); a k-fold linear head and cleanlab then rank
-the suspects (utils/label_issues.py). Photos are only read: nothing is moved, renamed or deleted.
+the suspects (label_issues.py). Photos are only read: nothing is moved, renamed or deleted.
 """
 
 from __future__ import annotations
@@ -15,18 +15,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .. import feature_cache
 from ..arguments import is_onnx
 from ..create_dataloaders import eval_image_folder, image_folder, make_loader
+from ..data.images import IMAGE_EXTENSIONS
 from ..model import Body
-from ..utils import feature_cache
 from ..utils.digest import folder_digest
 from ..utils.errors import UserError
 from ..utils.fileio import NOT_REGULAR
-from ..utils.images import IMAGE_EXTENSIONS
-from ..utils.label_issues import find_suspects, too_small
 from ..utils.text import printable
 from ..utils.weights import weights_identity
 from . import audit_report
+from .label_issues import find_suspects, too_small
 from .predict import ImageFiles, Predictor, collate_readable
 
 

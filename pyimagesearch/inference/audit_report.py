@@ -7,11 +7,11 @@ import json
 import os
 from collections.abc import Sequence
 
+from ..data.images import load_rgb
 from ..utils import fileio
-from ..utils.images import load_rgb
-from ..utils.label_issues import Suspects
 from ..utils.text import printable, shortened
 from .annotate import GREEN, MONTAGE_TILE, draw_lines, hershey, montage_tile, to_bgr, write_montage
+from .label_issues import Suspects
 
 MONTAGE_PHOTOS = 16
 RED = (0, 0, 255)  # BGR

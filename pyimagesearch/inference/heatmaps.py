@@ -13,8 +13,8 @@ import torch
 from tqdm import tqdm
 
 from ..create_dataloaders import eval_loader
+from ..data.images import load_rgb
 from ..utils import fileio
-from ..utils.images import load_rgb
 from ..utils.text import printable
 from .annotate import (
     MONTAGE_LIMIT,

@@ -24,12 +24,12 @@ from torch.utils.data import Dataset
 from .. import checkpoint, engine
 from ..arguments import is_onnx
 from ..create_dataloaders import eval_image_folder, eval_loader, eval_transforms, make_loader
+from ..data.images import is_image_file
 from ..freezing import fold_frozen_batchnorm
 from ..utils import fileio
 from ..utils.errors import UserError
 from ..utils.figures import denormalize, image_grid
 from ..utils.fileio import NOT_REGULAR, is_regular_file
-from ..utils.images import is_image_file
 from ..utils.opencv import has_display
 from ..utils.runtime import Compute, resolve_device, resolve_workers
 from ..utils.text import drawable, printable

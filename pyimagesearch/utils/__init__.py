@@ -1,3 +1,3 @@
-"""The machinery behind the tutorial's modules: files and errors, runtime and memory, distributed,
-images, the dataset split and duplicates, the download, the feature cache, weights, the offline
-stand-in, and the engine settings. Nothing here imports from outside ``utils``."""
+"""The machinery behind the tutorial's modules: files and errors, the CLI, runtime and memory,
+distributed, digests, weights and the offline stand-in, text and figures, and the engine settings.
+Nothing here imports from outside ``utils``."""

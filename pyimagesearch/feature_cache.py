@@ -23,11 +23,11 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from . import fileio
-from .digest import folder_digest
-from .distributed import rank, world_size
-from .runtime import Compute
-from .weights import weights_identity
+from .utils import fileio
+from .utils.digest import folder_digest
+from .utils.distributed import rank, world_size
+from .utils.runtime import Compute
+from .utils.weights import weights_identity
 
 FORMAT = 2  # bump when what is stored changes (2: images keyed by content, a checksum)
 

@@ -31,9 +31,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from .digest import file_sha256
-from .errors import UserError
-from .text import printable
+from ..utils.digest import file_sha256
+from ..utils.errors import UserError
+from ..utils.text import printable
 
 HASH_SIDE = 32  # what PHash reads (it would resize to this itself, without filtering)
 THUMBNAIL_SIDE = 16

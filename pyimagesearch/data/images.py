@@ -10,7 +10,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageOps
 
-from .fileio import NOT_REGULAR, is_regular_file
+from ..utils.fileio import NOT_REGULAR, is_regular_file
 
 # what build_dataset.py copies and ImageFolder reads; matched case-insensitively
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")

@@ -7,9 +7,9 @@ import random
 from collections import Counter
 from collections.abc import Iterable
 
+from ..utils.errors import UserError
+from ..utils.text import printable
 from .duplicates import DuplicateGroup
-from .errors import UserError
-from .text import printable
 
 
 def check_val_split(val_split: float) -> None:

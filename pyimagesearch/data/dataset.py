@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
+from ..utils.errors import UserError
+from ..utils.fileio import exclusive, leftovers, new_temp_folder, remove_leftovers, walk_class_folders
 from .duplicates import Fingerprint, fingerprint
-from .errors import UserError
-from .fileio import exclusive, leftovers, new_temp_folder, remove_leftovers, walk_class_folders
 from .images import check_image, is_image_file
 
 MANIFEST = "split.json"  # marks a folder as one this project built, so a rebuild may replace it

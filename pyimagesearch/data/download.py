@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from tqdm import tqdm
 
-from .errors import UserError
-from .fileio import new_temp_file, new_temp_folder, remove_leftovers
+from ..utils.errors import UserError
+from ..utils.fileio import new_temp_file, new_temp_folder, remove_leftovers
 
 FLOWER_CLASSES = ("daisy", "dandelion", "roses", "sunflowers", "tulips")
 

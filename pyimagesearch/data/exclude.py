@@ -13,9 +13,9 @@ import json
 import os
 from dataclasses import dataclass, field
 
+from ..utils.errors import UserError
+from ..utils.fileio import NOT_REGULAR, is_regular_file
 from .dataset import MANIFEST, destination_name
-from .errors import UserError
-from .fileio import NOT_REGULAR, is_regular_file
 
 
 @dataclass
