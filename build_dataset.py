@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 from pyimagesearch import config
 from pyimagesearch.data import exclude
-from pyimagesearch.data.dataset import MANIFEST, check_target, scan, write_splits
+from pyimagesearch.data.dataset import SPLIT_MANIFEST, check_target, scan, write_splits
 from pyimagesearch.data.download import FLOWER_CLASSES, DownloadLimits, fetch_dataset
 from pyimagesearch.data.duplicates import describe, find_duplicates
 from pyimagesearch.data.split import check_val_split, count_table, imbalance_warning, share_warnings, split
@@ -99,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     train, val = split(found.images, args.val_split, args.seed, groups)
     for line in share_warnings(train, val, args.val_split):
         print(line)
-    for line in describe(groups, os.path.join(args.output, MANIFEST)):
+    for line in describe(groups, os.path.join(args.output, SPLIT_MANIFEST)):
         print(line)
 
     print("[INFO] copying training and validation images...")

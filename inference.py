@@ -132,13 +132,13 @@ def check_flags(args: argparse.Namespace) -> None:
 
 def check_explain(args: argparse.Namespace, predictor: Predictor) -> None:
     """--explain-class names a class of the model, and --explain-layer one of its layers."""
-    from pyimagesearch.inference import explain
+    from pyimagesearch.inference import gradcam
 
     if args.explain_class and args.explain_class not in predictor.class_names:
         raise UserError(f"--explain-class '{args.explain_class}' is not a class of {args.model}; its classes are "
                         f"{predictor.class_names}.")
     if args.explain or (args.evaluate and not is_onnx(args.model)):
-        explain.check_layer(predictor.model, args.explain_layer)
+        gradcam.check_layer(predictor.model, args.explain_layer)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -148,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     # torchvision, OpenCV, matplotlib, scikit-learn, cleanlab and torchcam load only now: together
     # they take longer than torch itself, and a mistyped flag should not wait for them
     from pyimagesearch import feature_cache
-    from pyimagesearch.inference import annotate, audit, deploy, heatmaps, predict, video
+    from pyimagesearch.inference import annotate, audit, deploy, explain, predict, video
     from pyimagesearch.utils import fileio
 
     if args.audit:
@@ -179,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                                               progress=args.progress)
             print(f"[INFO] wrote {len(written) - 1} annotated photo(s) and {written[-1]}")
         if args.explain:
-            written = heatmaps.explain_files(predictor, [row["path"] for row in rows], args.explain,
+            written = explain.explain_files(predictor, [row["path"] for row in rows], args.explain,
                                              layer=args.explain_layer, class_name=args.explain_class,
                                              batch_size=args.eval_batch_size, progress=args.progress)
             print(f"[INFO] wrote {len(written) - 2} explained photo(s), {written[-2]} and {written[-1]}")
@@ -187,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         result = predict.evaluate_folder(predictor, args.evaluate, args.output, batch_size=args.eval_batch_size,
                                          progress=args.progress)
         if not is_onnx(args.model):
-            heatmaps.explain_mistakes(predictor, result["mistakes"], os.path.join(args.output, predictor.stem),
+            explain.explain_mistakes(predictor, result["mistakes"], os.path.join(args.output, predictor.stem),
                                       layer=args.explain_layer)
     if args.audit:
         audit.audit_folder(predictor, args.model, args.audit, args.output, folds=args.folds,

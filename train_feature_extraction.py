@@ -35,7 +35,7 @@ from pyimagesearch.utils.errors import run_cli
 if TYPE_CHECKING:
     from pyimagesearch.feature_cache import Features
     from pyimagesearch.model import Body
-    from pyimagesearch.training import TrainingSession
+    from pyimagesearch.session import TrainingSession
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from pyimagesearch.create_dataloaders import eval_transforms, feature_loader, get_dataloader, train_transforms
     from pyimagesearch.engine import check_finite, evaluate, predict, train_one_epoch
     from pyimagesearch.model import Body, build_model
-    from pyimagesearch.training import TrainingSession, class_weights, epoch_record
+    from pyimagesearch.session import TrainingSession, class_weights, epoch_record
 
     with TrainingSession(args) as session:  # outputs checked; device, precision, seeds; torchrun
         compute, size, batch_size = session.compute, args.image_size, args.batch_size

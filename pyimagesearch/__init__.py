@@ -2,7 +2,7 @@
 
 Up front, what a tutorial reader opens: ``config`` (every setting), ``create_dataloaders``
 (``get_dataloader``), ``model`` and ``freezing``, ``engine`` (one training pass, evaluation),
-``schedule``, ``plots``, ``checkpoint`` and ``checkpointer``, ``training`` (the session around
+``schedule``, ``plots``, ``checkpoint`` and ``checkpointer``, ``session`` (the session around
 each script's epoch loop), ``arguments`` (every script's flags) and ``feature_cache`` (feature
 extraction's frozen-body step, kept between runs).
 

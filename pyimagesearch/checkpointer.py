@@ -108,7 +108,7 @@ class Checkpointer:
         self.train_images = train_images  # a digest of the training files' names, sizes and times
         self.path, self.best_path, self.resume_path = args.model, best_model_path(args.model), resume_path(args.model)
         self.settings = resume_settings(args, head, class_names)
-        self.best_val_acc = -1.0  # of best_key: what the user asked to optimise
+        self.best_score = -1.0  # the best value of best_key: val_acc, or val_balanced_acc under --balanced
         self.best_key = "val_balanced_acc" if args.balanced else "val_acc"
         self.saved_epoch = 0
         self.resumed: dict[str, Any] | None = None
@@ -158,7 +158,7 @@ class Checkpointer:
             self.schedule.load_state_dict(state["schedule"])
             self.stopping.load_state_dict(state["stopping"])
             resume.set_rng_state(state["rng"][rank()], self.generators)
-            self.best_val_acc, self.saved_epoch = float(state["best_val_acc"]), state["epoch"]
+            self.best_score, self.saved_epoch = float(state["best_val_acc"]), state["epoch"]
             history = resume.checked_history(state["history"], state["epoch"])
         except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as error:
             raise resume.damaged(self.resume_path, f"{type(error).__name__}: {first_line(error)}") from None
@@ -174,13 +174,13 @@ class Checkpointer:
         and the resumable state."""
         record = history[-1]
         epoch = int(record["epoch"])
-        if is_main_process() and record[self.best_key] > self.best_val_acc:
+        if is_main_process() and record[self.best_key] > self.best_score:
             checkpoint.save(self.best_path, self.model, self.meta(epoch, record))
-        self.best_val_acc = max(self.best_val_acc, record[self.best_key])  # the same on every process
+        self.best_score = max(self.best_score, record[self.best_key])  # the same on every process
         rng = gather_objects(resume.rng_state(self.generators))  # a collective: every process takes part
         if is_main_process():
             state = {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict() if self.scaler else None,
-                     "epoch": epoch, "history": history, "best_val_acc": self.best_val_acc,
+                     "epoch": epoch, "history": history, "best_val_acc": self.best_score,  # the key older states have
                      "schedule": self.schedule.state_dict(), "stopping": self.stopping.state_dict(), "rng": rng,
                      "settings": self.settings, "train_images": self.train_images}
             checkpoint.save(self.resume_path, self.model, {**self.meta(epoch, record), "resume": state}, only=self.learned)

@@ -35,7 +35,9 @@ EPOCHS = 20
 LR = 0.001
 LR_FINETUNE = 0.0005
 
-# define paths to store training plots and trained models
+# define paths to store training plots and trained models ("warmup" is the tutorial's name for the
+# feature-extraction run, the head trained on a frozen body; WARMUP_EPOCHS below is another warm-up,
+# of the learning rate)
 OUTPUT_PATH = "output"
 WARMUP_PLOT = os.path.join(OUTPUT_PATH, "warmup.png")
 FINETUNE_PLOT = os.path.join(OUTPUT_PATH, "finetune.png")
@@ -70,7 +72,8 @@ DUPLICATE_DISTANCE = 8
 GRAD_ACCUM_STEPS = 1
 # opt-in, off by default so that the tutorial's run stays the default: early stopping after PATIENCE
 # epochs without a better validation loss (0 = never), a per-epoch learning-rate schedule ("none",
-# "cosine", "step", "plateau") after WARMUP_EPOCHS of linear warm-up, and for fine-tuning
+# "cosine", "step", "plateau") after WARMUP_EPOCHS epochs of linear learning-rate warm-up (not the
+# "warmup" of WARMUP_MODEL, the tutorial's feature-extraction run), and for fine-tuning
 # FREEZE_EPOCHS epochs that train only the new head before the body is unfrozen
 PATIENCE = 0
 LR_SCHEDULER = "none"

@@ -95,7 +95,7 @@ def image_folder(rootDir: str, transforms=None, draft_size: int | None = None) -
     return ds
 
 
-def eval_loader(image_size: int) -> RGBLoader:
+def eval_decoder(image_size: int) -> RGBLoader:
     """The one decode for evaluation, prediction and cached features: draft down to the size the
     squash-resize produces, never below it."""
     return RGBLoader(image_size)

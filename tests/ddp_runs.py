@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from pyimagesearch.create_dataloaders import get_dataloader, make_loader, train_transforms
-from pyimagesearch.training import TrainingSession
+from pyimagesearch.session import TrainingSession
 from pyimagesearch.utils.distributed import rank
 from pyimagesearch.utils.errors import run_cli
 from tiny import use_tiny_resnet50

@@ -59,12 +59,12 @@ def test_each_process_draws_its_own_augmentation_from_identical_weights(torchrun
 
 
 def test_every_process_leaves_the_group_when_set_up_fails(tmp_path, splits, monkeypatch):
-    from pyimagesearch import training
+    import pyimagesearch.session
     from pyimagesearch.utils.errors import UserError
 
     calls = []
-    monkeypatch.setattr(training, "init_distributed", lambda device: calls.append("join"))
-    monkeypatch.setattr(training, "shutdown_distributed", lambda: calls.append("leave"))
+    monkeypatch.setattr(pyimagesearch.session, "init_distributed", lambda device: calls.append("join"))
+    monkeypatch.setattr(pyimagesearch.session, "shutdown_distributed", lambda: calls.append("leave"))
     os.rename(os.path.join(splits, "val", "red"), os.path.join(splits, "val", "orange"))  # classes differ
     import fine_tune
 
@@ -75,16 +75,16 @@ def test_every_process_leaves_the_group_when_set_up_fails(tmp_path, splits, monk
 
 def test_the_other_processes_leave_before_the_main_one_writes_the_report(tmp_path, splits, monkeypatch):
     """No process may wait in a collective (a barrier) while rank 0 evaluates and plots."""
+    import pyimagesearch.session
     from pyimagesearch import model as model_module
-    from pyimagesearch import training
 
     order = []
-    monkeypatch.setattr(training, "is_distributed", lambda: "leave" not in order)
-    monkeypatch.setattr(training, "shutdown_distributed", lambda: order.append("leave"))
-    monkeypatch.setattr(training, "evaluate_and_report", lambda *a, **k: order.append("report"))
+    monkeypatch.setattr(pyimagesearch.session, "is_distributed", lambda: "leave" not in order)
+    monkeypatch.setattr(pyimagesearch.session, "shutdown_distributed", lambda: order.append("leave"))
+    monkeypatch.setattr(pyimagesearch.session, "evaluate_and_report", lambda *a, **k: order.append("report"))
     args = fine_tune_parser().parse_args(train_args(tmp_path, splits, "finetune", "--epochs", "1"))
     from pyimagesearch.create_dataloaders import eval_image_folder
 
-    with training.TrainingSession(args) as session:
+    with pyimagesearch.session.TrainingSession(args) as session:
         session.leave_group_and_report(model_module.build_model(3, head="mlp"), eval_image_folder(args.val, args.image_size))
     assert order[:2] == ["leave", "report"]

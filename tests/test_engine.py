@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from pyimagesearch.engine import NonFiniteLoss, check_finite, evaluate, extract_features, train_one_epoch
-from pyimagesearch.training import epoch_record
+from pyimagesearch.session import epoch_record
 from pyimagesearch.utils.runtime import Compute
 
 CPU = Compute(torch.device("cpu"))

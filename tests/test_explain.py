@@ -14,7 +14,7 @@ from explain_discs import peak_inside
 import inference
 from conftest import PRECISIONS, decoded_size, error_text, file_contents, plain_and_fast
 from pyimagesearch.create_dataloaders import eval_image_folder
-from pyimagesearch.inference.explain import Explainer
+from pyimagesearch.inference.gradcam import Explainer
 from pyimagesearch.utils.errors import run_cli
 from pyimagesearch.utils.runtime import Compute
 

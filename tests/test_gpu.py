@@ -74,7 +74,7 @@ def test_heatmaps_on_the_gpu_peak_where_the_unfolded_fp32_ones_on_the_cpu_do(tmp
     from make_images import make_discs
 
     from pyimagesearch.create_dataloaders import eval_image_folder
-    from pyimagesearch.inference.explain import Explainer
+    from pyimagesearch.inference.gradcam import Explainer
     from pyimagesearch.utils.runtime import Compute
 
     make_discs(str(tmp_path / "train"), 12, 128, seed=0)

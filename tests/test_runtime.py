@@ -249,8 +249,8 @@ def test_auto_keeps_memory_unless_workers_fork_from_a_trainer(monkeypatch, setti
 
 def test_each_script_passes_the_config_switch_and_what_its_network_does(tmp_path, splits, monkeypatch):
     import fine_tune
+    import pyimagesearch.session
     import train_feature_extraction
-    from pyimagesearch import training
 
     calls = []
 
@@ -261,7 +261,7 @@ def test_each_script_passes_the_config_switch_and_what_its_network_does(tmp_path
         calls.append((setting, backward, workers_fork))
         raise Seen  # what the script asked for is all this test needs: no training
 
-    monkeypatch.setattr(training, "keep_allocator_memory", record)
+    monkeypatch.setattr(pyimagesearch.session, "keep_allocator_memory", record)
     monkeypatch.setattr(settings, "KEEP_ALLOCATOR_MEMORY", "auto")
     for script, name in ((train_feature_extraction, "warmup"), (fine_tune, "finetune")):
         with pytest.raises(Seen):

@@ -15,7 +15,7 @@ from ..utils.fileio import exclusive, leftovers, new_temp_folder, remove_leftove
 from .duplicates import Fingerprint, fingerprint
 from .images import check_image, is_image_file
 
-MANIFEST = "split.json"  # marks a folder as one this project built, so a rebuild may replace it
+SPLIT_MANIFEST = "split.json"  # marks a folder as one this project built, so a rebuild may replace it
 
 
 @dataclass
@@ -93,12 +93,12 @@ def check_target(source: str, base: str) -> None:
     entries = set(os.listdir(base))
     if not entries:
         return
-    foreign = entries - {"train", "val", MANIFEST}
+    foreign = entries - {"train", "val", SPLIT_MANIFEST}
     if foreign:
         raise UserError(f"'{base}' exists and holds other things ({sorted(foreign)[:5]}); build_dataset.py "
                         "replaces the whole folder, so move them away or choose another --output.")
-    if MANIFEST not in entries:
-        raise UserError(f"'{base}' holds {sorted(entries)} but no {MANIFEST}, so build_dataset.py did not write it: "
+    if SPLIT_MANIFEST not in entries:
+        raise UserError(f"'{base}' holds {sorted(entries)} but no {SPLIT_MANIFEST}, so build_dataset.py did not write it: "
                         "it may be your own split, and a rebuild would delete it. Move it away (or delete it "
                         "yourself) or choose another --output.")
 
@@ -137,7 +137,7 @@ def write_splits(source: str, base: str, train: dict[str, list[str]], val: dict[
                     os.makedirs(os.path.join(staging, split_name, label), exist_ok=True)
             for src, dst in tqdm(jobs, desc="copying images", unit="img", disable=not progress, leave=False):
                 copy(src, dst)
-            with open(os.path.join(staging, MANIFEST), "w", encoding="utf-8") as handle:
+            with open(os.path.join(staging, SPLIT_MANIFEST), "w", encoding="utf-8") as handle:
                 json.dump({**info, "train": train, "val": val}, handle, indent=1)
             old = None
             if os.path.lexists(base):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from ..utils.errors import UserError
 from ..utils.fileio import NOT_REGULAR, is_regular_file
-from .dataset import MANIFEST, destination_name
+from .dataset import SPLIT_MANIFEST, destination_name
 
 
 @dataclass
@@ -72,7 +72,7 @@ def _copies(output: str) -> dict[str, str]:
     The photos that build left out count too, at the place their copy had in train/ or val/: the
     same --exclude run again matches what it matched the first time, and gives the same split."""
     try:
-        with open(os.path.join(output, MANIFEST), encoding="utf-8") as handle:
+        with open(os.path.join(output, SPLIT_MANIFEST), encoding="utf-8") as handle:
             manifest = json.load(handle)
         copies = {os.path.abspath(os.path.join(output, part, label, destination_name(relative))): relative
                   for part in ("train", "val") for label, relatives in manifest[part].items() for relative in relatives}

@@ -10,11 +10,10 @@ from collections.abc import Sequence
 from ..data.images import load_rgb
 from ..utils import fileio
 from ..utils.text import printable, shortened
-from .annotate import GREEN, MONTAGE_TILE, draw_lines, hershey, montage_tile, to_bgr, write_montage
+from .drawing import GREEN, MONTAGE_TILE, RED, draw_lines, hershey, montage_tile, to_bgr, write_montage
 from .label_issues import Suspects
 
 MONTAGE_PHOTOS = 16
-RED = (0, 0, 255)  # BGR
 SUMMARY_CLASSES = 12  # classes listed by name in the summary; the rest are counted in one line
 TOP = 10
 CSV_COLUMNS = ("rank", "path", "given", "likely", "label_quality", "outlier_score", "kind")

@@ -1,100 +1,108 @@
-"""Grad-CAM heatmaps of what the model looked at, computed by torchcam on the very model that
-inference.py runs (BatchNorm folded, channels_last, autocast), and overlaid with OpenCV as
-PyImageSearch's Grad-CAM tutorial does.
-
-torchcam hooks the chosen layer, and its gradient with respect to the class score weights that
-layer's activation maps. The model is frozen, so only the chosen layer's parameters are made to
-need gradients while a map is taken: the backward pass then runs from the head to that layer and
-no further, and no parameter gradient is kept.
-"""
+"""What --explain writes: each photo at its own size with its Grad-CAM heatmap and label, a
+montage of them all, and the raw maps in one .npz; and --evaluate's montage of the most
+confident mistakes with their heatmaps."""
 
 from __future__ import annotations
 
-import contextlib
-import difflib
-from collections.abc import Iterator, Sequence
+import os
+import zipfile
+from collections.abc import Sequence
 
-import cv2
 import numpy as np
 import torch
-from torch import nn
+from tqdm import tqdm
 
-from ..utils.errors import UserError
-from ..utils.runtime import Compute
+from ..create_dataloaders import eval_decoder
+from ..data.images import load_rgb
+from ..utils import fileio
+from ..utils.text import printable
+from .drawing import (
+    MONTAGE_LIMIT,
+    MONTAGE_TILE,
+    RED,
+    draw_lines,
+    hershey,
+    montage_tile,
+    to_bgr,
+    write_image,
+    write_montage,
+)
+from .gradcam import Explainer, at_size, overlay
+from .output_folder import check_targets, claim, explained_names
+from .predict import Predictor
 
-DEFAULT_LAYER = "layer4"  # ResNet50's last block: the coarsest map, the most class-specific
-BLEND = 0.5  # the heatmap's weight in the overlay
-
-
-def check_layer(model: nn.Module, layer: str) -> None:
-    """The layer exists and gives a spatial map (not the head, not a pooled vector)."""
-    modules = dict(model.named_modules())
-    if layer not in modules:
-        close = difflib.get_close_matches(layer, [name for name in modules if name], n=3)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise UserError(f"--explain-layer '{layer}' is not a layer of this model.{hint} ResNet50's blocks are "
-                        f"layer1 to layer4 (each with sub-blocks such as layer4.2); the default is {DEFAULT_LAYER}.")
-    if layer.split(".")[0] in ("fc", "avgpool"):
-        raise UserError(f"--explain-layer '{layer}' comes after the spatial pooling, so it has no map to show; "
-                        f"choose a convolutional block such as {DEFAULT_LAYER} or layer3.")
-
-
-@contextlib.contextmanager
-def _gradients_at(layer: nn.Module) -> Iterator[None]:
-    """The layer's parameters need gradients for the duration, so that its output joins the graph."""
-    parameters = [p for p in layer.parameters() if not p.requires_grad]
-    for parameter in parameters:
-        parameter.requires_grad_(True)
-    try:
-        yield
-    finally:
-        for parameter in parameters:
-            parameter.requires_grad_(False)
+MISTAKES_SUFFIX = "_mistakes_explained.png"  # beside the report's <model>_mistakes.png
 
 
-class Explainer:
-    """Grad-CAM maps of a batch for chosen classes: (N, h, w) float32 in [0, 1] at the layer's
-    resolution, and the probabilities the same forward pass gave."""
-
-    def __init__(self, model: nn.Module, compute: Compute, layer: str = DEFAULT_LAYER) -> None:
-        check_layer(model, layer)
-        self.model, self.compute, self.layer = model, compute, layer
-
-    def maps(self, images: torch.Tensor, classes: Sequence[int] | None = None) -> tuple[np.ndarray, torch.Tensor]:
-        """``classes[i]`` is the class mapped for image i; None maps each image's top class."""
-        from torchcam.methods import GradCAM
-
-        self.model.eval()
-        target = dict(self.model.named_modules())[self.layer]
-        with _gradients_at(target), GradCAM(self.model, target_layer=self.layer) as extractor, torch.enable_grad():
-            with self.compute.autocast():
-                scores = self.model(self.compute.to_device(images))
-            scores = scores.float()
-            probabilities = scores.detach().softmax(1).cpu()
-            chosen = probabilities.argmax(1).tolist() if classes is None else list(classes)
-            cams = extractor(class_idx=chosen, scores=scores)[0]
-        cams = torch.nan_to_num(cams.detach().float(), nan=0.0).cpu().numpy()
-        return np.clip(cams, 0.0, 1.0), probabilities
+def _add_map(archive: zipfile.ZipFile, key: str, cam: np.ndarray) -> None:
+    """One array of the .npz, streamed into it (a 4,000 px map is 32 MB; they are never all in memory)."""
+    with archive.open(f"{key}.npy", "w", force_zip64=True) as member:
+        np.lib.format.write_array(member, cam)
 
 
-def at_size(cam: np.ndarray, width: int, height: int, input_size: int) -> np.ndarray:
-    """The map stretched to a photo's size (the model saw the photo squash-resized to
-    ``input_size``), in [0, 1].
+def explain_files(predictor: Predictor, paths: Sequence[str], folder: str, *, layer: str, class_name: str | None,
+                  batch_size: int, progress: bool = True) -> list[str]:
+    """Write <name>_explained.<ext> per photo, <model>_explained_montage.jpg and
+    <model>_explained.npz (keyed by the path as given, float16 maps in [0, 1] at the photo's size)
+    into ``folder``; returns the paths written."""
+    explainer = Explainer(predictor.model, predictor.compute, layer)
+    chosen = None if class_name is None else predictor.class_names.index(class_name)
+    names = explained_names(paths, predictor.stem)
+    check_targets(folder, names, "--explain")
+    claim(folder, names)
+    size = predictor.meta["image_size"]
+    transform, decode = predictor.transform(), eval_decoder(size)
+    written, tiles, keys = [], [], set()
 
-    A ResNet's strided convolutions are padded so that cell i of a stride-S map is centred on
-    input pixel S x i, not S x i + S/2 as a plain resize assumes: at layer4 that would move every
-    map half a cell (16 input pixels) down and to the right. The map is placed where its cells look."""
-    cam = cam.astype(np.float32)
-    rows, columns = cam.shape
-    matrix = np.array([[columns / width, 0.0, 0.5 * columns / width - 0.5 * columns / input_size],
-                       [0.0, rows / height, 0.5 * rows / height - 0.5 * rows / input_size]])
-    placed = cv2.warpAffine(cam, matrix, (width, height), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                            borderMode=cv2.BORDER_REPLICATE)
-    return np.clip(placed, 0.0, 1.0)
+    def write_all(npz_temp: str) -> None:
+        with zipfile.ZipFile(npz_temp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            bar = tqdm(total=len(paths), desc="explaining", unit="photo", disable=not progress, leave=False)
+            for start in range(0, len(paths), batch_size):
+                batch = list(paths[start:start + batch_size])
+                images = torch.stack([transform(decode(path)) for path in batch])
+                cams, probabilities = explainer.maps(images, None if chosen is None else [chosen] * len(batch))
+                for path, name, cam, p in zip(batch, names[start:], cams, probabilities):
+                    photo = to_bgr(load_rgb(path))
+                    k = int(p.argmax()) if chosen is None else chosen
+                    lines = [f"{predictor.class_names[k]}: {float(p[k]) * 100:.1f}%", f"Grad-CAM {layer}"]
+                    placed = at_size(cam, photo.shape[1], photo.shape[0], size)  # once: the picture's and the .npz's
+                    frame = draw_lines(overlay(photo, placed), [hershey(line) for line in lines])
+                    write_image(os.path.join(folder, name), frame)
+                    written.append(os.path.join(folder, name))
+                    if len(tiles) < MONTAGE_LIMIT:
+                        tiles.append(montage_tile(frame))
+                    if path not in keys:
+                        keys.add(path)
+                        _add_map(archive, path, placed.astype(np.float16))
+                bar.update(len(batch))
+            bar.close()
+
+    npz = os.path.join(folder, names[-1])
+    fileio.atomic_write(npz, write_all)
+    return [*written, write_montage(tiles, os.path.join(folder, names[-2])), npz]
 
 
-def overlay(photo_bgr: np.ndarray, placed: np.ndarray, blend: float = BLEND) -> np.ndarray:
-    """The photo with its map (``at_size``'s, at the photo's size) on top: OpenCV's JET colormap
-    (red where the model looked), blended."""
-    heat = cv2.applyColorMap((placed * 255).astype(np.uint8), cv2.COLORMAP_JET)
-    return cv2.addWeighted(heat, blend, photo_bgr, 1 - blend, 0)
+def explain_mistakes(predictor: Predictor, mistakes: Sequence[dict], prefix: str, *, layer: str,
+                     limit: int = 16) -> str | None:
+    """The most confident mistakes (the report's, most confident first), each with the heatmap of
+    the class it was taken for and "true -> predicted": <prefix>_mistakes_explained.png."""
+    path = f"{prefix}{MISTAKES_SUFFIX}"
+    shown = [m for m in mistakes if m.get("path")][:limit]
+    if not shown:
+        if os.path.isfile(path):
+            os.remove(path)  # an old picture would describe another model
+        return None
+    explainer = Explainer(predictor.model, predictor.compute, layer)
+    size = predictor.meta["image_size"]
+    transform, decode = predictor.transform(), eval_decoder(size)
+    images = torch.stack([transform(decode(m["path"])) for m in shown])
+    cams, _ = explainer.maps(images, [predictor.class_names.index(m["predicted"]) for m in shown])
+    tiles = []
+    for mistake, cam in zip(shown, cams):
+        photo = montage_tile(to_bgr(load_rgb(mistake["path"], MONTAGE_TILE[0])))
+        lines = [f"{mistake['true']} -> {mistake['predicted']}", f"({mistake['probability']:.2f})"]
+        placed = at_size(cam, photo.shape[1], photo.shape[0], size)
+        tiles.append(draw_lines(overlay(photo, placed), [hershey(line) for line in lines], RED))
+    print(f"[INFO] wrote {printable(path)}: the {len(shown)} most confident mistakes with what the model looked at")
+    return write_montage(tiles, path)
+

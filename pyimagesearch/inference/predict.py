@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 
 from .. import checkpoint, engine
 from ..arguments import is_onnx
-from ..create_dataloaders import eval_image_folder, eval_loader, eval_transforms, make_loader
+from ..create_dataloaders import eval_decoder, eval_image_folder, eval_transforms, make_loader
 from ..data.images import is_image_file
 from ..freezing import fold_frozen_batchnorm
 from ..utils import fileio
@@ -34,7 +34,7 @@ from ..utils.opencv import has_display
 from ..utils.runtime import Compute, resolve_device, resolve_workers
 from ..utils.text import drawable, printable
 from . import deploy
-from .annotate import MANIFEST, annotated_names, check_targets, explained_names, written_here
+from .output_folder import OUTPUTS_MANIFEST, annotated_names, check_targets, explained_names, written_here
 
 
 @dataclass
@@ -108,7 +108,7 @@ class ImageFiles(Dataset):
     """User-given files; a file that fails to decode yields a reason instead of stopping the run."""
 
     def __init__(self, paths: list[str], transform, image_size: int) -> None:
-        self.paths, self.transform, self.loader = paths, transform, eval_loader(image_size)
+        self.paths, self.transform, self.loader = paths, transform, eval_decoder(image_size)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -143,7 +143,7 @@ def expand_paths(paths: Sequence[str], skip: Sequence[str] = ()) -> tuple[list[s
                     outputs_met.append(folder)
                     dirs[:] = []
                     continue
-                ours = written_here(folder) | {MANIFEST}
+                ours = written_here(folder) | {OUTPUTS_MANIFEST}
                 if ours & set(names):
                     print(f"[INFO] not classifying the pictures in {printable(folder)} that --annotate or --explain "
                           "wrote")

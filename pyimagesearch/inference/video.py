@@ -29,7 +29,7 @@ from ..utils import fileio
 from ..utils.errors import Terminated, UserError
 from ..utils.opencv import has_display, quiet_opencv
 from ..utils.runtime import Compute
-from .annotate import draw_lines
+from .drawing import draw_lines
 
 CODECS = (("mp4v", ".mp4"), ("MJPG", ".avi"))  # the first this OpenCV build can write wins
 

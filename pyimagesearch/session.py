@@ -18,8 +18,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from . import checkpointer as outputs
-from . import config
+from . import checkpointer, config
 from .checkpointer import Checkpointer
 from .create_dataloaders import eval_image_folder, make_loader
 from .data.split import imbalance_warning
@@ -103,7 +102,7 @@ def write_validation_report(model: nn.Module, val_ds, args: argparse.Namespace, 
                             val_predictions: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None) -> None:
     """The report on the validation set, from ``val_predictions`` (probabilities, labels) when the run
     has them (feature extraction's cached features), else by evaluating the model again."""
-    prefix = outputs.report_prefix(args.model)
+    prefix = checkpointer.report_prefix(args.model)
     if val_predictions is not None:
         probabilities, labels = val_predictions()
         publish(probabilities, labels, val_ds.classes, val_ds, prefix, config.MEAN, config.STD)
@@ -120,7 +119,7 @@ class TrainingSession:
 
     def __init__(self, args: argparse.Namespace, *, trains_body: bool = False) -> None:
         cli.check_plot_path(args.plot)
-        outputs.check_outputs(args.model, args.plot)
+        checkpointer.check_outputs(args.model, args.plot)
         self.args = args
         self.device = resolve_device(args.device)
         self.num_workers = resolve_workers(args.num_workers, self.device)
