@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from pyimagesearch.create_dataloaders import eval_transforms, get_dataloader, train_transforms
     from pyimagesearch.engine import check_finite, evaluate, train_one_epoch
     from pyimagesearch.model import build_model, trainable_parameters
-    from pyimagesearch.session import TrainingSession, class_weights, epoch_record
+    from pyimagesearch.session import EpochEnd, TrainingSession, class_weights
 
     with TrainingSession(args, trains_body=True) as session:  # outputs checked; device, precision, seeds; torchrun
         compute = session.compute
@@ -83,10 +83,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         checkpointer.track(model=model, trained=model, optimizer=optimizer, schedule=schedule, stopping=stopping,
                            generators=[train_loader.generator, val_loader.generator], scaler=scaler)
         history = checkpointer.restore()  # [] unless --resume
+        epoch_end = EpochEnd(checkpointer, schedule, stopping, optimizer, model, history)
         trainer = session.ddp_and_compile(model, find_unused=args.freeze_epochs > 0)
 
-        start = len(history)
-        for epoch in session.epochs(start):
+        for epoch in session.epochs(len(history)):
             started = time.perf_counter()
             schedule.apply(optimizer, epoch)
             if args.freeze_epochs:  # the new head alone first, then everything but BatchNorm
@@ -101,23 +101,18 @@ def main(argv: Sequence[str] | None = None) -> None:
             val = evaluate(model, val_loader, loss_fn, compute, progress=args.progress)
             check_finite(train, val, epoch + 1)
 
-            # bookkeeping: the best model and the resumable state are saved before the epoch is logged
-            schedule.observe(val["loss"])
-            stop = stopping.should_stop(val["loss"])
-            history.append(epoch_record(epoch, train, val, optimizer, time.perf_counter() - started, model,
-                                        resumed=epoch == start > 0, stopped_early=stop))
-            checkpointer.end_of_epoch(history)
+            # bookkeeping (schedule, early stopping, history; the best model and the resumable state
+            # saved), then the tutorial's three lines
+            stop = epoch_end.record(epoch, train, val, time.perf_counter() - started)
             session.log(f"[INFO] EPOCH: {epoch + 1}/{args.epochs}\n"
                         f"Train loss: {train['loss']:.6f}, Train accuracy: {train['accuracy']:.4f}\n"
                         f"Val loss: {val['loss']:.6f}, Val accuracy: {val['accuracy']:.4f}")
             if stop:
-                session.log(f"[INFO] early stopping after epoch {epoch + 1}: the validation loss has not improved "
-                            "for the last epochs (--patience)")
                 break
 
         # save the final model, plot the training history, and report on the validation set
         if is_main_process():
-            session.log_total_time(history)
+            session.log_end_of_training(history)
             checkpointer.save_final(history, args.plot)
             plots.plot_history(history, args.plot, best_key=checkpointer.best_key)
             session.log(f"[INFO] saved {checkpointer.describe(history)}, {args.plot}")

@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from pyimagesearch.create_dataloaders import eval_transforms, feature_loader, get_dataloader, train_transforms
     from pyimagesearch.engine import check_finite, evaluate, predict, train_one_epoch
     from pyimagesearch.model import Body, build_model
-    from pyimagesearch.session import TrainingSession, class_weights, epoch_record
+    from pyimagesearch.session import EpochEnd, TrainingSession, class_weights
 
     with TrainingSession(args) as session:  # outputs checked; device, precision, seeds; torchrun
         compute, size, batch_size = session.compute, args.image_size, args.batch_size
@@ -122,10 +122,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         checkpointer.track(model=model, trained=head, optimizer=optimizer, schedule=schedule, stopping=stopping,
                            generators=generators, scaler=scaler)
         history = checkpointer.restore()  # [] unless --resume
+        epoch_end = EpochEnd(checkpointer, schedule, stopping, optimizer, head, history)
         trainer = session.ddp_and_compile(head)
 
-        start = len(history)
-        for epoch in session.epochs(start):
+        for epoch in session.epochs(len(history)):
             started = time.perf_counter()
             schedule.apply(optimizer, epoch)
             epoch_loader = view_loaders[epoch % len(view_loaders)] if view_loaders else train_loader
@@ -138,23 +138,18 @@ def main(argv: Sequence[str] | None = None) -> None:
             val = evaluate(head, val_feature_loader, loss_fn, compute, progress=args.progress)
             check_finite(train, val, epoch + 1)
 
-            # bookkeeping: the best model and the resumable state are saved before the epoch is logged
-            schedule.observe(val["loss"])
-            stop = stopping.should_stop(val["loss"])
-            history.append(epoch_record(epoch, train, val, optimizer, time.perf_counter() - started, head,
-                                        resumed=epoch == start > 0, stopped_early=stop))
-            checkpointer.end_of_epoch(history)
+            # bookkeeping (schedule, early stopping, history; the best model and the resumable state
+            # saved), then the tutorial's three lines
+            stop = epoch_end.record(epoch, train, val, time.perf_counter() - started)
             session.log(f"[INFO] EPOCH: {epoch + 1}/{args.epochs}\n"
                         f"Train loss: {train['loss']:.6f}, Train accuracy: {train['accuracy']:.4f}\n"
                         f"Val loss: {val['loss']:.6f}, Val accuracy: {val['accuracy']:.4f}")
             if stop:
-                session.log(f"[INFO] early stopping after epoch {epoch + 1}: the validation loss has not improved "
-                            "for the last epochs (--patience)")
                 break
 
         # save the final model, plot the history, and report on the validation set (from its features)
         if is_main_process():
-            session.log_total_time(history)
+            session.log_end_of_training(history)
             checkpointer.save_final(history, args.plot)
             plots.plot_history(history, args.plot, best_key=checkpointer.best_key)
             session.log(f"[INFO] saved {checkpointer.describe(history)}, {args.plot}")

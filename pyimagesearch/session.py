@@ -68,6 +68,27 @@ def epoch_record(epoch: int, train: dict[str, float], val: dict[str, float], opt
     return record
 
 
+class EpochEnd:
+    """The bookkeeping after each epoch's training and validation passes, in one call and in this
+    order: the learning-rate schedule sees the validation loss, early stopping decides, the epoch's
+    record joins ``history``, and the checkpointer saves the best model and the resumable state,
+    before the script logs the epoch. ``record`` returns whether early stopping ends the run."""
+
+    def __init__(self, checkpointer: Checkpointer, schedule, stopping, optimizer: torch.optim.Optimizer,
+                 trained: nn.Module, history: list[dict[str, Any]]) -> None:
+        self.checkpointer, self.schedule, self.stopping = checkpointer, schedule, stopping
+        self.optimizer, self.trained, self.history = optimizer, trained, history
+        self.start = len(history)  # epochs a --resume brought back
+
+    def record(self, epoch: int, train: dict[str, float], val: dict[str, float], seconds: float) -> bool:
+        self.schedule.observe(val["loss"])
+        stop = self.stopping.should_stop(val["loss"])
+        self.history.append(epoch_record(epoch, train, val, self.optimizer, seconds, self.trained,
+                                         resumed=epoch == self.start > 0, stopped_early=stop))
+        self.checkpointer.end_of_epoch(self.history)
+        return stop
+
+
 def warn_about_short_runs(args: argparse.Namespace, log: Callable[[str], None]) -> None:
     """--warmup-epochs or --freeze-epochs as long as the run itself: legal, but rarely meant."""
     for flag, value in (("--warmup-epochs", args.warmup_epochs), ("--freeze-epochs", getattr(args, "freeze_epochs", 0))):
@@ -200,7 +221,11 @@ class TrainingSession:
         return iter(tqdm(range(start, total), desc="epochs", unit="epoch", dynamic_ncols=True, initial=start,
                          total=total, disable=not (self.args.progress and is_main_process())))
 
-    def log_total_time(self, history: list[dict[str, Any]]) -> None:
+    def log_end_of_training(self, history: list[dict[str, Any]]) -> None:
+        """Whether early stopping ended the run, and how long the whole run took."""
+        if history and history[-1].get("stopped_early"):
+            self.log(f"[INFO] early stopping after epoch {history[-1]['epoch']}: the validation loss has not improved "
+                     "for the last epochs (--patience)")
         epochs_time = sum(r["seconds"] for r in history)
         self.log(f"[INFO] total time taken to train the model: {time.perf_counter() - self.started:.2f}s (set-up, "
                  f"weights and feature caching included; the epochs alone: {epochs_time:.2f}s)")
