@@ -14,6 +14,11 @@ Usage:
     python inference.py --model output/finetune_model.pth --export output/finetune_model.onnx
     python inference.py --model output/finetune_model.onnx --images my.jpg          # OpenCV DNN, no PyTorch model
 
+The modes combine: --images (with --annotate and --explain), --evaluate, --audit and --video or
+--camera each run, in that order, on the model loaded once. With none of them, inference.py does
+what the tutorial's does: a random validation batch, ground truth against prediction. --export
+writes the ONNX model and stops. The whole command line is checked before anything runs.
+
 The model is rebuilt from the checkpoint alone (architecture, head, class names, image size,
 mean/std); nothing needs to match config.py.
 """
@@ -30,6 +35,7 @@ from typing import TYPE_CHECKING
 
 from pyimagesearch import config
 from pyimagesearch.arguments import is_onnx, runtime_parser
+from pyimagesearch.inference.audit_check import check_audit
 from pyimagesearch.utils import cli, settings
 from pyimagesearch.utils.cli import CheckedParser
 from pyimagesearch.utils.errors import UserError, run_cli
@@ -130,6 +136,21 @@ def check_flags(args: argparse.Namespace) -> None:
                             f"without --seed: it {error}. Fix the value there or pass --seed.") from None
 
 
+def chosen_modes(args: argparse.Namespace) -> list[str]:
+    """The modes this command line runs, in the order they run; none: the tutorial's random batch."""
+    return [flag for flag, chosen in (("--images", args.images), ("--evaluate", args.evaluate), ("--audit", args.audit),
+                                      ("--video", args.video), ("--camera", args.camera is not None)) if chosen]
+
+
+def check_command_line(args: argparse.Namespace) -> None:
+    """The whole command line, once: the flags that go together, the paths, config.py's SEED where
+    --audit uses it, and the audited folder's classes. Nothing is loaded or created before."""
+    check_flags(args)
+    check_paths(args)
+    if args.audit:
+        check_audit(args.model, args.audit, args.folds)
+
+
 def check_explain(args: argparse.Namespace, predictor: Predictor) -> None:
     """--explain-class names a class of the model, and --explain-layer one of its layers."""
     from pyimagesearch.inference import gradcam
@@ -143,31 +164,28 @@ def check_explain(args: argparse.Namespace, predictor: Predictor) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    check_flags(args)  # before the imports below
-    check_paths(args)
+    check_command_line(args)  # every flag, path and config.py value, before anything below loads
     # torchvision, OpenCV, matplotlib, scikit-learn, cleanlab and torchcam load only now: together
     # they take longer than torch itself, and a mistyped flag should not wait for them
     from pyimagesearch import feature_cache
     from pyimagesearch.inference import annotate, audit, deploy, explain, predict, video
     from pyimagesearch.utils import fileio
 
-    if args.audit:
-        audit.check_audit(args.model, args.audit, args.folds)
-    if args.export:
+    if args.export:  # alone: the checkpoint as ONNX, then stop
         meta = deploy.export_onnx(args.model, args.export)
         print(f"[INFO] wrote {args.export} and {deploy.metadata_path(args.export)} "
               f"({len(meta['class_names'])} classes, {meta['image_size']} px)")
         return
-    fileio.check_writable_folder(args.output, "--output")
-    cache_dir = feature_cache.cache_folder(args.feature_cache_dir, args.model)
-    if args.audit and cache_dir:
-        fileio.check_writable_folder(cache_dir, "--feature-cache-dir")
-    for flag, folder in (("--annotate", args.annotate), ("--explain", args.explain)):
+    cache_dir = feature_cache.cache_folder(args.feature_cache_dir, args.model) if args.audit else None
+    for flag, folder in (("--output", args.output), ("--feature-cache-dir", cache_dir), ("--annotate", args.annotate),
+                         ("--explain", args.explain)):
         if folder:
             fileio.check_writable_folder(folder, flag)
     if args.seed is not None:
         seed_everything(args.seed)
     keep_allocator_memory(settings.KEEP_ALLOCATOR_MEMORY)  # before the first large allocation
+
+    # the model, loaded once for every mode of this command line
     predictor = predict.load_predictor(args, settings.FORWARD_CHUNK)
     check_explain(args, predictor)
     if args.images:
@@ -175,29 +193,28 @@ def main(argv: Sequence[str] | None = None) -> None:
                                       batch_size=args.eval_batch_size, model_path=args.model, annotate=args.annotate,
                                       explain=args.explain)
         if args.annotate:
-            written = annotate.annotate_files(rows, args.annotate, f"{predictor.stem}_montage.jpg",
-                                              progress=args.progress)
-            print(f"[INFO] wrote {len(written) - 1} annotated photo(s) and {written[-1]}")
+            annotated = annotate.annotate_files(rows, args.annotate, f"{predictor.stem}_montage.jpg",
+                                                progress=args.progress)
+            print(f"[INFO] wrote {len(annotated.photos)} annotated photo(s) and {annotated.montage}")
         if args.explain:
-            written = explain.explain_files(predictor, [row["path"] for row in rows], args.explain,
-                                             layer=args.explain_layer, class_name=args.explain_class,
-                                             batch_size=args.eval_batch_size, progress=args.progress)
-            print(f"[INFO] wrote {len(written) - 2} explained photo(s), {written[-2]} and {written[-1]}")
+            explained = explain.explain_files(predictor, [row["path"] for row in rows], args.explain,
+                                              layer=args.explain_layer, class_name=args.explain_class,
+                                              batch_size=args.eval_batch_size, progress=args.progress)
+            print(f"[INFO] wrote {len(explained.photos)} explained photo(s), {explained.montage} and {explained.maps}")
     if args.evaluate:
         result = predict.evaluate_folder(predictor, args.evaluate, args.output, batch_size=args.eval_batch_size,
                                          progress=args.progress)
         if not is_onnx(args.model):
             explain.explain_mistakes(predictor, result["mistakes"], os.path.join(args.output, predictor.stem),
-                                      layer=args.explain_layer)
+                                     layer=args.explain_layer)
     if args.audit:
         audit.audit_folder(predictor, args.model, args.audit, args.output, folds=args.folds,
                            seed=config.SEED if args.seed is None else args.seed, batch_size=args.eval_batch_size,
                            cache_dir=cache_dir, progress=args.progress)
     if args.video or args.camera is not None:
-        video.classify_stream(predictor.model, predictor.compute, predictor.transform(), predictor.class_names,
-                              predictor.stem, args.video if args.video else args.camera, args.output, top_k=args.top_k,
+        video.classify_stream(predictor, args.video if args.video else args.camera, args.output, top_k=args.top_k,
                               show=args.show, progress=args.progress, max_frames=args.max_frames)
-    if not (args.images or args.evaluate or args.audit or args.video or args.camera is not None):
+    if not chosen_modes(args):  # the tutorial's inference: a random validation batch, predicted and plotted
         path = predict.random_batch(predictor, args.val, args.batch_size, args.output)
         if args.show:
             predict.show(path)

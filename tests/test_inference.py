@@ -505,3 +505,18 @@ def test_a_photo_folder_that_also_received_explain_output_stays_a_photo_folder(t
     assert run_cli(inference.main, [*common, "--images", str(photos)]) == 0
     rows = json.loads((tmp_path / "o" / "warmup_model_images.json").read_text())["predictions"]
     assert [os.path.basename(row["path"]) for row in rows] == ["p.jpg"]
+
+
+def test_the_modes_combine_on_one_model_as_help_says(trained, tmp_path, capsys, monkeypatch):
+    from pyimagesearch.inference import predict
+
+    base, model = trained
+    loads = []
+    real = predict.load_predictor
+    monkeypatch.setattr(predict, "load_predictor", lambda *a, **k: loads.append(1) or real(*a, **k))
+    assert "The modes combine" in inference.build_parser().format_help()
+    inference.main(["--model", model, "--images", os.path.join(base, "val", "red"), "--evaluate",
+                    os.path.join(base, "val"), "--output", str(tmp_path), "--no-progress"])
+    assert loads == [1]
+    assert (tmp_path / "warmup_model_images.json").exists() and (tmp_path / "warmup_model_report.json").exists()
+    assert not (tmp_path / "warmup_model_predictions.png").exists()  # the random batch only without a mode

@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from ..data.images import load_rgb
 from .drawing import MONTAGE_LIMIT, draw_lines, montage_tile, to_bgr, write_image, write_montage
-from .output_folder import annotated_names, check_targets, claim
+from .output_folder import Written, annotated_names, check_targets, claim
 
 
 def _label(row: dict) -> str:
@@ -18,9 +18,9 @@ def _label(row: dict) -> str:
     return f"{top['class']}: {top['probability'] * 100:.1f}%"
 
 
-def annotate_files(rows: Sequence[dict], folder: str, montage_name: str, progress: bool = True) -> list[str]:
+def annotate_files(rows: Sequence[dict], folder: str, montage_name: str, progress: bool = True) -> Written:
     """Each classified photo at its own size with its top-1 label drawn on it, as
-    ``<folder>/<name>_annotated.<ext>``, plus one montage of all of them; returns the paths.
+    ``<folder>/<name>_annotated.<ext>``, plus one montage of all of them.
     The folder's manifest lists them first, so even a killed run's files are known as ours."""
     names = [*annotated_names([row["path"] for row in rows]), montage_name]
     check_targets(folder, names)
@@ -33,6 +33,4 @@ def annotate_files(rows: Sequence[dict], folder: str, montage_name: str, progres
         written.append(path)
         if len(tiles) < MONTAGE_LIMIT:
             tiles.append(montage_tile(frame))
-    if tiles:
-        written.append(write_montage(tiles, os.path.join(folder, montage_name)))
-    return written
+    return Written(written, write_montage(tiles, os.path.join(folder, montage_name)) if tiles else None)

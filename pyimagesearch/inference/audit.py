@@ -16,44 +16,17 @@ import torch
 from tqdm import tqdm
 
 from .. import feature_cache
-from ..arguments import is_onnx
-from ..create_dataloaders import eval_image_folder, image_folder, make_loader
+from ..create_dataloaders import eval_image_folder, make_loader
 from ..data.images import IMAGE_EXTENSIONS
 from ..model import Body
 from ..utils.digest import folder_digest
-from ..utils.errors import UserError
 from ..utils.fileio import NOT_REGULAR
 from ..utils.text import printable
 from ..utils.weights import weights_identity
 from . import audit_report
-from .label_issues import find_suspects, too_small
+from .audit_check import check_counts
+from .label_issues import find_suspects
 from .predict import ImageFiles, Predictor, collate_readable
-
-
-def check_audit(model_path: str, folder: str, folds: int) -> None:
-    """What --audit needs, checked before the model loads: a checkpoint, and at least two classes
-    with as many photos as folds."""
-    if is_onnx(model_path):
-        raise UserError(f"--audit needs the body's features, and '{model_path}' is an exported ONNX model, which "
-                        "gives only class scores. Pass the checkpoint it was exported from (a .pth file, such as "
-                        "output/finetune_model.pth).")
-    ds = image_folder(folder)
-    if len(ds.classes) < 2:
-        raise UserError(f"--audit '{folder}' holds one class folder ({ds.classes[0]}); an audit compares classes, "
-                        "so it needs at least two. Point --audit at the folder of class folders (dataset/train).")
-    _check_counts(ds.targets, ds.classes, folder, folds)
-
-
-def _check_counts(labels, classes, folder: str, folds: int) -> None:
-    small = too_small(labels, classes, folds)
-    if small:
-        listed = ", ".join(f"'{printable(name)}' ({count})" for name, count in small[:5])
-        fewest = min(count for _, count in small)
-        fewer_folds = f"pass --folds {fewest}, " if fewest >= 2 else ""
-        raise UserError(f"--audit: {len(small)} class(es) of '{folder}' have fewer readable photos than the {folds} "
-                        f"folds of the cross-validation: {listed}{' ...' if len(small) > 5 else ''}. Every fold's head "
-                        f"must see every class: {fewer_folds}add photos to those classes, or audit a folder without "
-                        "them.")
 
 
 def _cache(predictor: Predictor, model_path: str, ds, cache_dir: str | None, width: int):
@@ -102,7 +75,6 @@ def audit_folder(predictor: Predictor, model_path: str, folder: str, output: str
                  batch_size: int, cache_dir: str | None, progress: bool) -> dict:
     """Rank the photos of ``folder`` by how likely their label is wrong, flag outliers, and write
     <output>/<model>_audit.csv/.json/.png; returns the summary."""
-    check_audit(model_path, folder, folds)
     ds = eval_image_folder(folder, predictor.meta["image_size"], predictor.meta["mean"], predictor.meta["std"])
     for path in ds.skipped:
         print(f"[WARN] skipped {printable(path)}: {NOT_REGULAR}")
@@ -117,7 +89,7 @@ def audit_folder(predictor: Predictor, model_path: str, folder: str, output: str
         print(f"[WARN] {len(failures)} photo(s) could not be read (listed above) and are left out of the audit; its "
               "features are not kept until every photo reads. Fix or remove them (build_dataset.py skips them too).")
     labels = [ds.targets[i] for i in kept]
-    _check_counts(labels, ds.classes, folder, folds)
+    check_counts(labels, ds.classes, folder, folds)
     started = time.perf_counter()
     suspects = find_suspects(features.numpy(), np.asarray(labels), folds, seed)
     seconds = time.perf_counter() - started

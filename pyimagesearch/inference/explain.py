@@ -28,7 +28,7 @@ from .drawing import (
     write_montage,
 )
 from .gradcam import Explainer, at_size, overlay
-from .output_folder import check_targets, claim, explained_names
+from .output_folder import Written, check_targets, claim, explained_names
 from .predict import Predictor
 
 MISTAKES_SUFFIX = "_mistakes_explained.png"  # beside the report's <model>_mistakes.png
@@ -41,10 +41,10 @@ def _add_map(archive: zipfile.ZipFile, key: str, cam: np.ndarray) -> None:
 
 
 def explain_files(predictor: Predictor, paths: Sequence[str], folder: str, *, layer: str, class_name: str | None,
-                  batch_size: int, progress: bool = True) -> list[str]:
+                  batch_size: int, progress: bool = True) -> Written:
     """Write <name>_explained.<ext> per photo, <model>_explained_montage.jpg and
     <model>_explained.npz (keyed by the path as given, float16 maps in [0, 1] at the photo's size)
-    into ``folder``; returns the paths written."""
+    into ``folder``."""
     explainer = Explainer(predictor.model, predictor.compute, layer)
     chosen = None if class_name is None else predictor.class_names.index(class_name)
     names = explained_names(paths, predictor.stem)
@@ -79,7 +79,7 @@ def explain_files(predictor: Predictor, paths: Sequence[str], folder: str, *, la
 
     npz = os.path.join(folder, names[-1])
     fileio.atomic_write(npz, write_all)
-    return [*written, write_montage(tiles, os.path.join(folder, names[-2])), npz]
+    return Written(written, write_montage(tiles, os.path.join(folder, names[-2])), npz)
 
 
 def explain_mistakes(predictor: Predictor, mistakes: Sequence[dict], prefix: str, *, layer: str,

@@ -7,12 +7,22 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from ..utils import fileio
 from ..utils.errors import UserError
 from .drawing import WRITABLE
 
 OUTPUTS_MANIFEST = ".annotated.json"  # in an --annotate or --explain folder: the files they wrote there
+
+
+@dataclass
+class Written:
+    """What --annotate or --explain wrote: one picture per photo, the montage, and (--explain) the maps."""
+
+    photos: list[str]
+    montage: str | None
+    maps: str | None = None
 
 
 def annotated_names(paths: Sequence[str], suffix: str = "_annotated") -> list[str]:

@@ -30,6 +30,7 @@ from ..utils.errors import Terminated, UserError
 from ..utils.opencv import has_display, quiet_opencv
 from ..utils.runtime import Compute
 from .drawing import draw_lines
+from .predict import Predictor
 
 CODECS = (("mp4v", ".mp4"), ("MJPG", ".avi"))  # the first this OpenCV build can write wins
 
@@ -86,12 +87,13 @@ def _top_classes(model: nn.Module, compute: Compute, transform: Callable[[Image.
     return [(class_names[int(i)], float(p)) for p, i in zip(values, indices)]
 
 
-def classify_stream(model: nn.Module, compute: Compute, transform: Callable[[Image.Image], torch.Tensor],
-                    class_names: Sequence[str], stem: str, source: str | int, output: str, *, top_k: int,
-                    show: bool = False, progress: bool = True, max_frames: int | None = None) -> dict:
-    """Classify every frame of ``source`` (a path, or a camera index) with ``model`` after
-    ``transform`` (the checkpoint's evaluation transform); writes <output>/<stem>_video.mp4 (or
-    _camera) and a per-frame CSV, and returns what was written."""
+def classify_stream(predictor: Predictor, source: str | int, output: str, *, top_k: int, show: bool = False,
+                    progress: bool = True, max_frames: int | None = None) -> dict:
+    """Classify every frame of ``source`` (a path, or a camera index) with the predictor's model
+    after its evaluation transform; writes <output>/<stem>_video.mp4 (or _camera) and a per-frame
+    CSV, and returns what was written."""
+    model, compute, transform = predictor.model, predictor.compute, predictor.transform()
+    class_names, stem = predictor.class_names, predictor.stem
     camera = isinstance(source, int)
     check_outputs(source, output, f"{stem}_{'camera' if camera else 'video'}")
     capture = _open(source)
