@@ -30,6 +30,7 @@ import pyimagesearch.utils.ctrl_c_at_start  # noqa: F401  first: Ctrl-C while th
 # isort: split
 import argparse
 import os
+import random
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -168,6 +169,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     # torchvision, OpenCV, matplotlib, scikit-learn, cleanlab and torchcam load only now: together
     # they take longer than torch itself, and a mistyped flag should not wait for them
     from pyimagesearch import feature_cache
+    from pyimagesearch.create_dataloaders import get_dataloader
     from pyimagesearch.inference import annotate, audit, deploy, explain, predict, video
     from pyimagesearch.utils import fileio
 
@@ -214,8 +216,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.video or args.camera is not None:
         video.classify_stream(predictor, args.video if args.video else args.camera, args.output, top_k=args.top_k,
                               show=args.show, progress=args.progress, max_frames=args.max_frames)
-    if not chosen_modes(args):  # the tutorial's inference: a random validation batch, predicted and plotted
-        path = predict.random_batch(predictor, args.val, args.batch_size, args.output)
+    if not chosen_modes(args):
+        # the tutorial's inference: the validation set through the dataloader helper, one random
+        # batch of it (decoded here: workers would take longer to start than the batch to read), the
+        # model's predictions, and the picture of ground truth against prediction
+        print("[INFO] loading the dataset...")
+        val_ds, val_loader = get_dataloader(args.val, predictor.transform(), args.batch_size, shuffle=True,
+                                            num_workers=0, device=str(predictor.compute.device),
+                                            seed=random.randrange(2**32) if args.seed is None else args.seed)
+        images, labels = next(iter(val_loader))
+        print("[INFO] performing inference...")
+        path = predict.plot_predictions(predictor, images, [val_ds.classes[int(i)] for i in labels], args.output)
         if args.show:
             predict.show(path)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -81,15 +80,9 @@ def load_predictor(args: argparse.Namespace, forward_chunk: int | str) -> Predic
 
 # --- the tutorial's picture ----------------------------------------------------------------
 
-def random_batch(predictor: Predictor, val_dir: str, batch_size: int, output: str) -> str:
-    """A random batch of validation images, ground truth vs prediction."""
-    print("[INFO] loading the dataset...")
-    meta = predictor.meta
-    ds = eval_image_folder(val_dir, meta["image_size"], meta["mean"], meta["std"])
-    indices = random.sample(range(len(ds)), min(batch_size, len(ds)))
-    images = torch.stack([ds[i][0] for i in indices])
-    truths = [ds.classes[ds.targets[i]] for i in indices]  # the label without decoding the image again
-    print("[INFO] performing inference...")
+def plot_predictions(predictor: Predictor, images: torch.Tensor, truths: Sequence[str], output: str) -> str:
+    """The tutorial's picture of a batch: each image with its ground truth and the prediction
+    (green when right, red when wrong), as <output>/<model>_predictions.png."""
     predictions = engine.probabilities(predictor.model, images, predictor.compute)
     titles, colors = [], []
     for truth, probabilities in zip(truths, predictions):
