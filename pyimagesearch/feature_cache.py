@@ -29,7 +29,7 @@ from .utils.distributed import rank, world_size
 from .utils.runtime import Compute
 from .utils.weights import weights_identity
 
-FORMAT = 2  # bump when what is stored changes (2: images keyed by content, a checksum)
+FORMAT = 3  # bump when what is stored changes (2: images keyed by content, a checksum; 3: "plain", not "val")
 
 
 def _checksum(tensors: list[torch.Tensor]) -> str:
@@ -40,18 +40,21 @@ def _checksum(tensors: list[torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def _tensors(val: list[torch.Tensor], views: list[list[torch.Tensor]]) -> list[torch.Tensor]:
-    return [*val, *(t for view in views for t in view)]
+def _tensors(plain: list[torch.Tensor], views: list[list[torch.Tensor]]) -> list[torch.Tensor]:
+    return [*plain, *(t for view in views for t in view)]
 
 
 class FeatureCache:
-    """One file per key in ``folder``: validation features and every cached training view.
+    """One file per key in ``folder``: the plain features, of images read once as they are (a
+    training run's validation set, or the photos an audit reads; ``plain_name`` says which in
+    messages), and every cached training view.
 
-    ``shapes`` is what the run expects: validation and training image counts, feature width and
-    class count; a stored file that does not match is not used."""
+    ``shapes`` is what the run expects: plain and training image counts, feature width and class
+    count; a stored file that does not match is not used."""
 
-    def __init__(self, folder: str, fields: dict[str, Any], shapes: dict[str, int]) -> None:
-        self.fields, self.shapes = fields, shapes
+    def __init__(self, folder: str, fields: dict[str, Any], shapes: dict[str, int],
+                 plain_name: str = "validation") -> None:
+        self.fields, self.shapes, self.plain_name = fields, shapes, plain_name
         key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24]
         self.path = os.path.join(folder, f"features-{key}.pt")
 
@@ -68,16 +71,16 @@ class FeatureCache:
         if not isinstance(stored, dict) or stored.get("fields") != self.fields:
             return None, "it was written for other images or settings"
         try:
-            val, views = list(stored["val"]), [list(v) for v in stored["views"]]
-            if stored.get("checksum") != _checksum(_tensors(val, views)):
+            plain, views = list(stored["plain"]), [list(v) for v in stored["views"]]
+            if stored.get("checksum") != _checksum(_tensors(plain, views)):
                 return None, "its checksum does not match: it was damaged on disk"
         except (KeyError, TypeError, AttributeError, RuntimeError, ValueError):
             return None, "it lacks some of what a feature cache holds"
-        problem = self._problem(val, views)
-        return (None, problem) if problem else ({"val": val, "views": views}, None)
+        problem = self._problem(plain, views)
+        return (None, problem) if problem else ({"plain": plain, "views": views}, None)
 
-    def _problem(self, val: list[torch.Tensor], views: list[list[torch.Tensor]]) -> str | None:
-        expected = [("validation", val, self.shapes["val"])] + [(f"view {i + 1}", v, self.shapes["train"])
+    def _problem(self, plain: list[torch.Tensor], views: list[list[torch.Tensor]]) -> str | None:
+        expected = [(self.plain_name, plain, self.shapes["plain"])] + [(f"view {i + 1}", v, self.shapes["train"])
                                                                   for i, v in enumerate(views)]
         if len(views) != self.fields["views"]:
             return f"it holds {len(views)} training view(s), not {self.fields['views']}"
@@ -103,9 +106,9 @@ class FeatureCache:
                 "the body does not run")
         return stored
 
-    def save(self, val: tuple[torch.Tensor, torch.Tensor], views: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        val, views = list(val), [list(v) for v in views]
-        payload = {"fields": self.fields, "val": val, "views": views, "checksum": _checksum(_tensors(val, views))}
+    def save(self, plain: tuple[torch.Tensor, torch.Tensor], views: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        plain, views = list(plain), [list(v) for v in views]
+        payload = {"fields": self.fields, "plain": plain, "views": views, "checksum": _checksum(_tensors(plain, views))}
         fileio.atomic_write(self.path, lambda temp: torch.save(payload, temp), needed=fileio.payload_bytes(payload))
 
 
@@ -122,7 +125,7 @@ def cache_for(folder: str | None, *, weights: str, train_ds, val_ds, image_size:
         "views": views, "seed": seed, "device": compute.device.type, "amp": str(compute.amp_dtype),
         "channels_last": compute.channels_last, "fold_bn": fold_bn, "rank": rank(), "world_size": world_size(),
     }
-    shapes = {"train": len(train_ds), "val": len(val_ds), "width": width, "classes": len(train_ds.classes)}
+    shapes = {"train": len(train_ds), "plain": len(val_ds), "width": width, "classes": len(train_ds.classes)}
     return FeatureCache(folder, fields, shapes)
 
 
@@ -137,7 +140,7 @@ def body_features(extract: Callable[[DataLoader, str], Features], train_images: 
     key matches, otherwise computed and stored there."""
     stored = cache.reuse(log) if cache else None
     if stored is not None:
-        return tuple(stored["val"]), [tuple(v) for v in stored["views"]]
+        return tuple(stored["plain"]), [tuple(v) for v in stored["views"]]
     val = extract(val_images, "features (val)")
     cached = [extract(train_images, f"features (view {view + 1}/{views})") for view in range(views)]
     if cache:

@@ -20,7 +20,7 @@ def _rewritten(path: str, change) -> None:
 
     payload = torch.load(path, weights_only=True)
     change(payload)
-    payload["checksum"] = features._checksum(features._tensors(payload["val"], payload["views"]))
+    payload["checksum"] = features._checksum(features._tensors(payload["plain"], payload["views"]))
     torch.save(payload, path)
 
 
@@ -84,8 +84,8 @@ def test_features_persist_and_are_reused_until_their_key_changes(tmp_path, small
 
 @pytest.mark.parametrize("damage,reason", [
     (_damage_zeroed, "checksum does not match"),
-    (lambda p: _rewritten(p, lambda d: d["val"][0].__setitem__((0, 0), float("nan"))), "NaN or infinite"),
-    (lambda p: _rewritten(p, lambda d: d["val"].__setitem__(0, d["val"][0][:, :100].clone())), "not (9, 2048)"),
+    (lambda p: _rewritten(p, lambda d: d["plain"][0].__setitem__((0, 0), float("nan"))), "NaN or infinite"),
+    (lambda p: _rewritten(p, lambda d: d["plain"].__setitem__(0, d["plain"][0][:, :100].clone())), "not (9, 2048)"),
     (lambda p: open(p, "wb").write(b"PK\x03\x04 not a zip"), "cannot be read"),
 ])
 def test_a_damaged_or_inconsistent_feature_cache_is_named_and_recomputed(tmp_path, small_dataset, cached_once, monkeypatch,

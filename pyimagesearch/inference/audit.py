@@ -39,8 +39,8 @@ def _cache(predictor: Predictor, model_path: str, ds, cache_dir: str | None, wid
               "model": weights_identity(model_path), "images": folder_digest(ds.samples, ds.root, content=True),
               "image_size": meta["image_size"], "mean": list(meta["mean"]), "std": list(meta["std"]), "views": 0,
               "device": compute.device.type, "amp": str(compute.amp_dtype), "channels_last": compute.channels_last}
-    shapes = {"val": len(ds), "train": 0, "width": width, "classes": len(ds.classes)}
-    return feature_cache.FeatureCache(cache_dir, fields, shapes)
+    shapes = {"plain": len(ds), "train": 0, "width": width, "classes": len(ds.classes)}
+    return feature_cache.FeatureCache(cache_dir, fields, shapes, plain_name="audited photos'")
 
 
 def _features(predictor: Predictor, model_path: str, ds, cache_dir: str | None, batch_size: int,
@@ -52,7 +52,7 @@ def _features(predictor: Predictor, model_path: str, ds, cache_dir: str | None, 
     cache = _cache(predictor, model_path, ds, cache_dir, body.width)
     stored = cache.reuse() if cache else None
     if stored is not None:
-        return stored["val"][0], list(range(len(ds))), []
+        return stored["plain"][0], list(range(len(ds))), []
     paths = [path for path, _ in ds.samples]
     loader = make_loader(ImageFiles(paths, predictor.transform(), predictor.meta["image_size"]), batch_size,
                          shuffle=False, num_workers=predictor.num_workers, device=str(predictor.compute.device),
