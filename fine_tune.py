@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from pyimagesearch.create_dataloaders import eval_transforms, get_dataloader, train_transforms
     from pyimagesearch.engine import check_finite, evaluate, train_one_epoch
     from pyimagesearch.model import build_model, trainable_parameters
-    from pyimagesearch.session import EpochEnd, TrainingSession, class_weights
+    from pyimagesearch.session import EpochEnd, TrainingSession, class_weights, find_lr
 
     with TrainingSession(args, trains_body=True) as session:  # outputs checked; device, precision, seeds; torchrun
         compute = session.compute
@@ -78,6 +78,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         loss_fn = nn.CrossEntropyLoss(weight=class_weights(train_ds, args.balanced, compute.device))  # --balanced
         optimizer = torch.optim.Adam(trainable_parameters(model), lr=args.lr)
         scaler = compute.scaler()
+        if args.find_lr:  # the learning-rate range test on all of the above, instead of training
+            find_lr(session, model, train_loader, loss_fn, optimizer, scaler=scaler, script="fine_tune.py")
+            return
         schedule = LearningRate(args.lr_scheduler, args.lr, args.epochs, args.warmup_epochs)
         stopping = EarlyStopping(args.patience)
         checkpointer.track(model=model, trained=model, optimizer=optimizer, schedule=schedule, stopping=stopping,

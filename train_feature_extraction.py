@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from pyimagesearch.create_dataloaders import eval_transforms, feature_loader, get_dataloader, train_transforms
     from pyimagesearch.engine import check_finite, evaluate, predict, train_one_epoch
     from pyimagesearch.model import Body, build_model
-    from pyimagesearch.session import EpochEnd, TrainingSession, class_weights
+    from pyimagesearch.session import EpochEnd, TrainingSession, class_weights, find_lr
 
     with TrainingSession(args) as session:  # outputs checked; device, precision, seeds; torchrun
         compute, size, batch_size = session.compute, args.image_size, args.batch_size
@@ -116,6 +116,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         loss_fn = nn.CrossEntropyLoss(weight=class_weights(train_ds, args.balanced, compute.device))  # --balanced
         optimizer = torch.optim.Adam(head.parameters(), lr=args.lr)
         scaler = compute.scaler()
+        if args.find_lr:  # the learning-rate range test on all of the above (the cached features), instead of training
+            find_lr(session, head, view_loaders[0] if view_loaders else train_loader, loss_fn, optimizer, scaler=scaler,
+                    feature_fn=None if view_loaders else body, script="train_feature_extraction.py")
+            return
         schedule = LearningRate(args.lr_scheduler, args.lr, args.epochs, args.warmup_epochs)
         stopping = EarlyStopping(args.patience)
         generators = [val_feature_loader.generator] + [v.generator for v in view_loaders or [train_loader]]

@@ -40,10 +40,21 @@ def runtime_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class TrainingParser(CheckedParser):
+    """The training scripts' parser: their flags that cannot go together are refused with the rest."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        parsed, extras = super().parse_known_args(args, namespace)
+        if getattr(parsed, "find_lr", False) and getattr(parsed, "resume", False):
+            self.error("--find-lr with --resume: the range test trains nothing that is kept, so there is no run to "
+                       "continue; run --find-lr on its own, then train (or --resume) with the --lr it suggests")
+        return parsed, extras
+
+
 def training_parser(description: str, *, batch_size: int, lr: float, plot: str, model: str) -> argparse.ArgumentParser:
     """Flags shared by both training scripts; every default comes from config.py."""
-    parser = CheckedParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
-                           parents=[runtime_parser()])
+    parser = TrainingParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+                            parents=[runtime_parser()])
     add = parser.add_argument
     add("--train", default=config.TRAIN, help="training image folder (default: %(default)s)")
     add("--val", default=config.VAL, help="validation image folder (default: %(default)s)")
@@ -79,5 +90,8 @@ def training_parser(description: str, *, batch_size: int, lr: float, plot: str, 
              "(default: %(default)s)")
     add("--warmup-epochs", type=cli.non_negative_int, default=config.WARMUP_EPOCHS,
         help="epochs of linear learning-rate warm-up before the schedule (default: %(default)s)")
+    add("--find-lr", action="store_true",
+        help="run the learning-rate range test (fastai's lr_find) on this model and data instead of training: "
+             "writes <model>_lr_find.png and .json and suggests a --lr; no checkpoint is written")
     return parser
 

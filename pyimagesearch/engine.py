@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from .freezing import set_train_mode
 from .reports.report import publish
+from .schedule import DIVERGED, smooth
 from .utils.distributed import all_reduce_sum, find_ddp, is_main_process
 from .utils.errors import UserError
 from .utils.runtime import Compute
@@ -154,6 +155,40 @@ def _step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None)
     else:
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
+
+
+def lr_range_test(model: nn.Module, loader: Iterable, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
+                  compute: Compute, rates: Sequence[float], *, scaler: torch.amp.GradScaler | None = None,
+                  feature_fn: FeatureFn | None = None, progress: bool = True) -> list[float]:
+    """Smith's learning-rate range test: one optimizer step per batch of ``loader`` (from its start
+    again when it runs out), at each of ``rates`` in turn; returns the loss of each step, and stops
+    early once the smoothed loss is DIVERGED times its best or not finite. It trains ``model`` as a
+    training pass would: the caller keeps its weights and restores them."""
+    set_train_mode(model, True)
+    if isinstance(feature_fn, nn.Module):
+        feature_fn.eval()
+    losses: list[float] = []
+    batches = iter(loader)
+    for rate in tqdm(rates, desc="lr range test", unit="step", leave=False, disable=not (progress and is_main_process())):
+        try:
+            x, y = next(batches)
+        except StopIteration:
+            batches = iter(loader)
+            x, y = next(batches)
+        for group in optimizer.param_groups:
+            group["lr"] = rate
+        x, y = _features(feature_fn, x, compute), y.to(compute.device, non_blocking=True)
+        optimizer.zero_grad(set_to_none=True)
+        with compute.autocast():
+            loss = loss_fn(model(x), y)
+        (scaler.scale(loss) if scaler else loss).backward()
+        _step(optimizer, scaler)
+        losses.append(float(loss.item()))  # one sync a step: the test is 100 steps, and each decides whether to go on
+        smoothed = smooth(losses)
+        if not math.isfinite(losses[-1]) or smoothed[-1] > DIVERGED * min(smoothed):
+            break
+    optimizer.zero_grad(set_to_none=True)
+    return losses
 
 
 @torch.inference_mode()

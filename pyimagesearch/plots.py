@@ -1,4 +1,5 @@
-"""The tutorial's training plot: loss and accuracy per epoch, in matplotlib's ggplot style.
+"""The tutorial's training plot: loss and accuracy per epoch, in matplotlib's ggplot style; and
+the learning-rate range test's curve (--find-lr), in the same style.
 
 The grids of pictures (predictions, mistakes) are drawn by ``utils/figures.py``, the report's
 confusion matrices by ``reports/``.
@@ -41,5 +42,27 @@ def plot_history(history: Sequence[dict], path: str, title: str = "Training Loss
             ax.legend(loc="best", fontsize=8)
         acc_ax.set_ylim(0, 1.02)
         fig.suptitle(title, parse_math=False)
+        fig.tight_layout()
+        save_figure(fig, path)
+
+
+def plot_lr_find(rates: Sequence[float], losses: Sequence[float], smoothed: Sequence[float], path: str,
+                 marks: dict[str, float], title: str) -> None:
+    """The range test's curve, loss against learning rate on a log axis, as fastai draws it, with
+    the suggested rates marked."""
+    with plt.style.context("ggplot"):
+        fig, ax = plt.subplots(figsize=(7.5, 4.5))
+        ax.plot(rates[:len(losses)], losses, color="tab:gray", alpha=0.4, linewidth=1, label="loss (each batch)")
+        ax.plot(rates[:len(smoothed)], smoothed, color="tab:blue", label="loss (smoothed)")
+        for (name, rate), color in zip(marks.items(), ("tab:red", "tab:green", "tab:purple")):
+            ax.axvline(rate, color=color, linestyle="--", linewidth=1.2, label=f"{name}: {rate:.1e}")
+        ax.set_xscale("log")
+        ax.set_xlabel("Learning rate")
+        ax.set_ylabel("Loss")
+        finite = [v for v in (*losses, *smoothed) if v == v and abs(v) != float("inf")]
+        low, high = min(finite), max(smoothed[: max(1, len(smoothed) // 2)])
+        ax.set_ylim(low - 0.1 * (high - low + 1e-9), high + 0.5 * (high - low + 1e-9))
+        ax.legend(loc="best", fontsize=8)
+        ax.set_title(title, parse_math=False)
         fig.tight_layout()
         save_figure(fig, path)

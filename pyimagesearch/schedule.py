@@ -1,5 +1,6 @@
 """Per-epoch learning rate and early stopping: opt-in, so the tutorial's constant-LR, fixed-epoch
-run stays the default. Both keep plain state, saved in the resumable state every epoch."""
+run stays the default. Both keep plain state, saved in the resumable state every epoch. And the
+rates of the learning-rate range test (--find-lr), with the rules that read a rate off its curve."""
 
 from __future__ import annotations
 
@@ -79,3 +80,57 @@ class EarlyStopping:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best_loss, self.bad_epochs = state["best_loss"], state["bad_epochs"]
+
+
+# --- the learning-rate range test (--find-lr): Smith (2017), with fastai's lr_find defaults ----
+
+RANGE_START, RANGE_END, RANGE_STEPS = 1e-7, 10.0, 100  # rates from tiny to far too large, one batch each
+SMOOTHING = 0.98  # the loss's exponential moving average (debiased), as fastai records it
+DIVERGED = 4.0  # the test stops once the smoothed loss is 4x its best (fastai's stop_div)
+FLAT = 0.05  # a curve whose smoothed loss never falls 5 % below its start suggests nothing
+
+
+def range_rates(start: float = RANGE_START, end: float = RANGE_END, steps: int = RANGE_STEPS) -> list[float]:
+    """``steps`` learning rates growing exponentially from ``start`` to ``end``."""
+    return [start * (end / start) ** (i / (steps - 1)) for i in range(steps)]
+
+
+def smooth(losses: list[float], beta: float = SMOOTHING) -> list[float]:
+    average, smoothed = 0.0, []
+    for i, loss in enumerate(losses, start=1):
+        average = beta * average + (1 - beta) * loss
+        smoothed.append(average / (1 - beta ** i))
+    return smoothed
+
+
+def _valley(losses: list[float]) -> int:
+    """fastai's "valley" (its default since 2.4): the longest stretch over which the loss keeps
+    falling, and a point about half-way down it."""
+    n, start, end = len(losses), 0, 0
+    falling = [1] * n  # the longest decreasing run ending at each point
+    for i in range(1, n):
+        for j in range(i):
+            if losses[i] < losses[j] and falling[i] < falling[j] + 1:
+                falling[i] = falling[j] + 1
+            if falling[end] < falling[i]:
+                end, start = i, i - falling[i]
+    third = (end - start) / 3
+    return start + int(third) + int(third / 2)
+
+
+def _steepest(rates: list[float], losses: list[float]) -> int:
+    """The older rule: where the loss falls fastest against the log of the rate."""
+    slopes = [(losses[i + 1] - losses[i]) / (math.log(rates[i + 1]) - math.log(rates[i])) for i in range(len(rates) - 1)]
+    return min(range(len(slopes)), key=slopes.__getitem__)
+
+
+def suggest(rates: list[float], losses: list[float]) -> dict[str, float] | None:
+    """fastai's "valley" and "steepest" rates on the smoothed curve, leaving out its first tenth
+    and last 5 points as fastai does; None when the curve is too short, or too flat (it never falls
+    FLAT below its start) for a rate to mean anything."""
+    smoothed = smooth(losses)
+    kept = slice(len(smoothed) // 10, len(smoothed) - 5)
+    rates, smoothed = rates[:len(smoothed)][kept], smoothed[kept]
+    if len(smoothed) < 10 or min(smoothed) > (1 - FLAT) * smoothed[0]:
+        return None
+    return {"valley": rates[_valley(smoothed)], "steepest": rates[_steepest(rates, smoothed)]}
