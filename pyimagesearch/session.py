@@ -100,14 +100,15 @@ def find_lr(session: TrainingSession, model: nn.Module, loader, loss_fn: nn.Modu
     Nothing that is trained is kept: no checkpoint is written."""
     args = session.args
     weights, state = copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict())
-    rates = range_rates()
+    rates, started = range_rates(), time.perf_counter()
     losses = lr_range_test(model, loader, loss_fn, optimizer, session.compute, rates, scaler=scaler,
                            feature_fn=feature_fn, progress=args.progress)
     model.load_state_dict(weights)
     optimizer.load_state_dict(state)
     found = suggest(rates, losses)
     result = {"script": script, "rates": rates[:len(losses)], "losses": losses, "smoothed": smooth(losses),
-              "stopped_early": len(losses) < len(rates), **(found or {}), "suggested": None}
+              "stopped_early": len(losses) < len(rates), "seconds": time.perf_counter() - started, **(found or {}),
+              "suggested": None}
     if found:  # fine-tuning: fastai advises a rate somewhat below the valley, as the body's weights train too
         result["suggested"] = found["valley"] / 2 if script == "fine_tune.py" else found["valley"]
     if is_main_process():
