@@ -109,6 +109,7 @@ TORCHRUN_RUNS = {
     "warmup_nocache": ("train_feature_extraction", ["--no-feature-cache"], 2),
     "finetune": ("fine_tune", [], 2),  # each process prints its draws after set-up
     "finetune_resumed": ("fine_tune", ["--resume"], 3),  # the run above, extended to 3 epochs
+    "warmup_find_lr": ("train_feature_extraction", ["--find-lr"], 2),  # on the cached features: a second
 }
 
 

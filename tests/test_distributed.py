@@ -88,3 +88,12 @@ def test_the_other_processes_leave_before_the_main_one_writes_the_report(tmp_pat
     with pyimagesearch.session.TrainingSession(args) as session:
         session.leave_group_and_report(model_module.build_model(3, head="mlp"), eval_image_folder(args.val, args.image_size))
     assert order[:2] == ["leave", "report"]
+
+
+def test_torchrun_find_lr_is_written_and_said_once(torchrun_launch):
+    result, root, logs = torchrun_launch
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert logs["warmup_find_lr"].count("[INFO] --find-lr:") == 1  # the first process only
+    found = sorted(f for f in os.listdir(root / "warmup_find_lr") if "lr_find" in f)
+    assert found == ["warmup_find_lr_model_lr_find.json", "warmup_find_lr_model_lr_find.png"]
+    assert not [f for f in os.listdir(root / "warmup_find_lr") if f.endswith(".pth")]
