@@ -50,7 +50,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     from pyimagesearch.create_dataloaders import eval_transforms, get_dataloader, train_transforms
     from pyimagesearch.engine import check_finite, evaluate, train_one_epoch
     from pyimagesearch.model import build_model, trainable_parameters
-    from pyimagesearch.session import EpochEnd, TrainingSession, class_weights, find_lr
+    from pyimagesearch.session import EpochEnd, TrainingSession, class_weights
+    from pyimagesearch.tuning.lr_find import find_lr
 
     with TrainingSession(args, trains_body=True) as session:  # outputs checked; device, precision, seeds; torchrun
         compute = session.compute

@@ -80,7 +80,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     from pyimagesearch.create_dataloaders import eval_transforms, feature_loader, get_dataloader, train_transforms
     from pyimagesearch.engine import check_finite, evaluate, predict, train_one_epoch
     from pyimagesearch.model import Body, build_model
-    from pyimagesearch.session import EpochEnd, TrainingSession, class_weights, find_lr
+    from pyimagesearch.session import EpochEnd, TrainingSession, class_weights
+    from pyimagesearch.tuning.lr_find import find_lr
 
     with TrainingSession(args) as session:  # outputs checked; device, precision, seeds; torchrun
         compute, size, batch_size = session.compute, args.image_size, args.batch_size

@@ -6,7 +6,7 @@ Up front, what a tutorial reader opens: ``config`` (every setting), ``create_dat
 each script's epoch loop), ``arguments`` (every script's flags) and ``feature_cache`` (feature
 extraction's frozen-body step, kept between runs).
 
-Behind it, four subpackages. Imports run one way, and tests/test_layout.py checks it:
+Behind it, five subpackages. Imports run one way, and tests/test_layout.py checks it:
 
 - ``utils``: the machinery (files and errors, the CLI, runtime and memory, distributed, digests,
   weights and the offline stand-in, engine settings). It imports nothing from outside ``utils``.
@@ -15,4 +15,6 @@ Behind it, four subpackages. Imports run one way, and tests/test_layout.py check
 - ``reports``: metrics and pictures of a model's predictions. It imports only ``utils``.
 - ``inference``: the modes of inference.py. It builds on the modules up front; nothing up front
   imports it.
+- ``tuning``: what helps choose a run's settings before it trains (the learning-rate range test
+  of --find-lr). It builds on the modules up front, as ``inference`` does.
 """

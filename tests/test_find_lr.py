@@ -14,7 +14,7 @@ import fine_tune
 import train_feature_extraction
 from conftest import error_text, file_contents, train_args
 from pyimagesearch import schedule
-from pyimagesearch.session import find_lr
+from pyimagesearch.tuning.lr_find import find_lr
 from pyimagesearch.utils.errors import run_cli
 from pyimagesearch.utils.runtime import Compute
 
