@@ -45,7 +45,8 @@ def scan(root: str, check: bool = True, progress: bool = True, fingerprints: boo
             relative = os.path.relpath(path, root)
             if relative in leave_out:
                 excluded.add(relative.split(os.sep)[0])
-            if name.startswith(".") or relative in leave_out:
+                continue
+            if name.startswith("."):
                 continue
             if not is_image_file(name):
                 if os.path.dirname(relative):  # a stray file beside the class folders (LICENSE.txt) is expected

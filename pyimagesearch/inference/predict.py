@@ -136,14 +136,14 @@ def expand_paths(paths: Sequence[str], skip: Sequence[str] = ()) -> tuple[list[s
                     outputs_met.append(folder)
                     dirs[:] = []
                     continue
-                ours = written_here(folder) | {OUTPUTS_MANIFEST}
-                if ours & set(names):
+                theirs = set(names) - written_here(folder) - {OUTPUTS_MANIFEST}
+                if len(theirs) < len(names):
                     print(f"[INFO] not classifying the pictures in {printable(folder)} that --annotate or --explain "
                           "wrote")
-                    if not any(is_image_file(name) for name in set(names) - ours):
+                    if not any(is_image_file(name) for name in theirs):
                         outputs_met.append(folder)
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                for name in sorted(set(names) - ours):
+                for name in sorted(theirs):
                     full = os.path.join(folder, name)
                     if not is_image_file(name):
                         continue
