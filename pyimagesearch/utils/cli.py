@@ -43,18 +43,14 @@ def int_between(low: int, high: int):
     return parse
 
 
+seed = int_between(0, MAX_SEED)  # --seed: what numpy and scikit-learn accept
+
+
 def image_size(text: str) -> int:
     value = _int(text)
     if not MIN_IMAGE_SIZE <= value <= MAX_IMAGE_SIZE:
         raise argparse.ArgumentTypeError(f"use {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} pixels (the tutorial uses 224), "
                                          f"not {text!r}")
-    return value
-
-
-def seed(text: str) -> int:
-    value = _int(text)
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to {MAX_SEED}, not {text!r}")
     return value
 
 

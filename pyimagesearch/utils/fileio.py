@@ -45,13 +45,12 @@ def walk_class_folders(root: str) -> Iterator[tuple[str, list[str]]]:
     below ``root``) and ``root`` itself are read only as themselves: reached again through a link
     inside a class (a loop such as ``a/loop -> ..``, or ``a/b -> ../b``), their photos would be
     filed under the wrong class."""
-    top = os.path.realpath(root)
     classes = {os.path.realpath(entry.path) for entry in os.scandir(root)
                if not entry.name.startswith(".") and entry.is_dir()}
     seen: set[str] = set()
     for folder, dirs, files in os.walk(root, followlinks=True):
         real, depth = os.path.realpath(folder), len(os.path.relpath(folder, root).split(os.sep))
-        if real in seen or (folder != root and real == top) or (depth > 1 and real in classes):
+        if real in seen or (depth > 1 and real in classes):  # root is seen first
             dirs[:] = []
             continue
         seen.add(real)
