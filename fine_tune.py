@@ -10,7 +10,9 @@ Usage:
 
 Writes output/finetune_model.pth (final), output/finetune_model_best.pth, output/finetune.png,
 output/finetune_history.json/.csv, the validation report (output/finetune_model_report.*) and
-the resumable state (output/finetune_model_resume.pth).
+the resumable state (output/finetune_model_resume.pth). The saved models carry their calibration (a
+temperature) and what flags a photo as unlike every class; the reliability diagram is
+output/finetune_model_calibration.png.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from pyimagesearch.engine import check_finite, evaluate, train_one_epoch
     from pyimagesearch.model import build_model, trainable_parameters
     from pyimagesearch.session import EpochEnd, TrainingSession, class_weights
+    from pyimagesearch.trust.fit import CheckpointTrust
     from pyimagesearch.tuning.lr_find import find_lr
 
     with TrainingSession(args, trains_body=True) as session:  # outputs checked; device, precision, seeds; torchrun
@@ -114,13 +117,16 @@ def main(argv: Sequence[str] | None = None) -> None:
             if stop:
                 break
 
-        # save the final model, plot the training history, and report on the validation set
+        # save the final model and plot the training history; then calibrate the saved models'
+        # probabilities, keep what the training photos look like (to flag photos unlike every class),
+        # and report on the validation set
         if is_main_process():
             session.log_end_of_training(history)
             checkpointer.save_final(history, args.plot)
             plots.plot_history(history, args.plot, best_key=checkpointer.best_key)
             session.log(f"[INFO] saved {checkpointer.describe(history)}, {args.plot}")
-        session.leave_group_and_report(model, val_ds)
+        session.leave_group_and_report(model, val_ds,
+                                       calibrate=CheckpointTrust(session, checkpointer, train_ds, val_ds, body_frozen=False))
 
 
 if __name__ == "__main__":

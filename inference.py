@@ -82,6 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="batch size for --images and --evaluate (default: %(default)s)")
     parser.add_argument("--top-k", type=cli.positive_int, default=config.TOP_K,
                         help="classes printed per image (default: %(default)s)")
+    parser.add_argument("--calibration", action=argparse.BooleanOptionalAction, default=config.CALIBRATION,
+                        help="divide the logits by the temperature fitted at the end of training, so that the "
+                             "probabilities match how often the model is right; --no-calibration gives the raw "
+                             "softmax (default: %(default)s)")
+    parser.add_argument("--unlike-percentile", type=cli.percentile, default=config.UNLIKE_PERCENTILE, metavar="P",
+                        help="flag a photo as unlike every class beyond this percentile of the validation photos' "
+                             "novelty, 50 to 100 (default: %(default)s: about 5 %% of photos like them are flagged)")
     parser.add_argument("--output", default=config.OUTPUT_PATH, help="folder for pictures and tables (default: %(default)s)")
     parser.add_argument("--seed", type=cli.seed, default=None, help="seed for the random batch (default: a new one each run)")
     parser.add_argument("--show", action="store_true", help="also open a window (needs a display)")
@@ -170,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     # they take longer than torch itself, and a mistyped flag should not wait for them
     from pyimagesearch import feature_cache
     from pyimagesearch.create_dataloaders import get_dataloader
-    from pyimagesearch.inference import annotate, audit, deploy, explain, predict, video
+    from pyimagesearch.inference import annotate, audit, deploy, evaluate, explain, predict, video
     from pyimagesearch.utils import fileio
 
     if args.export:  # alone: the checkpoint as ONNX, then stop
@@ -204,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                                               batch_size=args.eval_batch_size, progress=args.progress)
             print(f"[INFO] wrote {len(explained.photos)} explained photo(s), {explained.montage} and {explained.maps}")
     if args.evaluate:
-        result = predict.evaluate_folder(predictor, args.evaluate, args.output, batch_size=args.eval_batch_size,
+        result = evaluate.evaluate_folder(predictor, args.evaluate, args.output, batch_size=args.eval_batch_size,
                                          progress=args.progress)
         if not is_onnx(args.model):
             explain.explain_mistakes(predictor, result["mistakes"], os.path.join(args.output, predictor.stem),

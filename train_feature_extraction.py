@@ -9,6 +9,8 @@ Usage:
 Writes output/warmup_model.pth (final), output/warmup_model_best.pth, output/warmup.png,
 output/warmup_history.json/.csv, the validation report (output/warmup_model_report.*), the
 resumable state (output/warmup_model_resume.pth) and the cached features (output/feature_cache/).
+The saved models carry their calibration (a temperature) and what flags a photo as unlike every
+class; the reliability diagram is output/warmup_model_calibration.png.
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from pyimagesearch.engine import check_finite, evaluate, predict, train_one_epoch
     from pyimagesearch.model import Body, build_model
     from pyimagesearch.session import EpochEnd, TrainingSession, class_weights
+    from pyimagesearch.trust.fit import CheckpointTrust
     from pyimagesearch.tuning.lr_find import find_lr
 
     with TrainingSession(args) as session:  # outputs checked; device, precision, seeds; torchrun
@@ -152,13 +155,17 @@ def main(argv: Sequence[str] | None = None) -> None:
             if stop:
                 break
 
-        # save the final model, plot the history, and report on the validation set (from its features)
+        # save the final model and plot the history; then calibrate the saved models' probabilities,
+        # keep what the training photos look like (to flag photos unlike every class), and report on
+        # the validation set (from its features)
         if is_main_process():
             session.log_end_of_training(history)
             checkpointer.save_final(history, args.plot)
             plots.plot_history(history, args.plot, best_key=checkpointer.best_key)
             session.log(f"[INFO] saved {checkpointer.describe(history)}, {args.plot}")
-        session.leave_group_and_report(model, val_ds,
+        trust = CheckpointTrust(session, checkpointer, train_ds, val_ds, body_frozen=True, cached_val=val_features,
+                                cached_train=None if augment else view_features[0])
+        session.leave_group_and_report(model, val_ds, calibrate=trust,
                                        val_predictions=lambda: predict(head, val_feature_loader, compute, progress=False))
 
 

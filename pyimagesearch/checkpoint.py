@@ -19,8 +19,6 @@ META_KEYS = ("arch", "head", "class_names", "image_size", "mean", "std")
 REQUIRED_KEYS = ("model", *META_KEYS)
 
 
-
-
 class NonFiniteWeights(UserError):
     """A model whose weights hold NaN or infinity: never written as a checkpoint."""
 
@@ -34,6 +32,15 @@ def save(path: str, model: nn.Module, meta: dict[str, Any], only: list[str] | No
                                f"{f' and {len(broken) - 1} more' if len(broken) > 1 else ''}). Training diverged; "
                                "run again with a lower learning rate (--lr).")
     payload = {"model": state, "arch": ARCH, **meta}
+    atomic_write(path, lambda temp: torch.save(payload, temp), needed=payload_bytes(payload))
+
+
+def amend(path: str, **meta: Any) -> None:
+    """Add ``meta`` to the metadata of a checkpoint this project wrote, atomically: the weights stay
+    as they are (what the end of training adds once the model is chosen, such as its calibration)."""
+    payload = read_torch(path, missing=f"'{path}' disappeared while training ended; train again.",
+                         unreadable=f"'{path}' could not be read back ({{reason}}); train again.")
+    payload.update(meta)
     atomic_write(path, lambda temp: torch.save(payload, temp), needed=payload_bytes(payload))
 
 

@@ -104,6 +104,13 @@ COMPILE = False
 
 # how many top classes inference prints per image
 TOP_K = 3
+# inference.py divides the logits by the temperature each training run fits on its validation photos,
+# so that a photo called 0.9 is right about 9 times in 10 (False, or --no-calibration: raw softmax)
+CALIBRATION = True
+# inference.py flags a photo as "unlike every class" when its novelty (its distance to the nearest
+# training photos, in the model's features) is beyond this percentile of the validation photos':
+# about 100 - UNLIKE_PERCENTILE % of photos like the validation ones are flagged too (50 to 100)
+UNLIKE_PERCENTILE = 95
 # inference.py --audit: the folds of the cross-validated linear head that predicts each photo from
 # the others (every class needs at least this many photos)
 AUDIT_FOLDS = 5

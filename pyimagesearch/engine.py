@@ -246,14 +246,16 @@ def check_finite(train: dict[str, float], val: dict[str, float], epoch: int) -> 
 
 def evaluate_and_report(model: nn.Module, loader: Iterable, class_names: Sequence[str], compute: Compute,
                         prefix: str, mean: Sequence[float], std: Sequence[float], progress: bool = True,
-                        label_map: Sequence[int] | None = None) -> dict[str, Any]:
+                        label_map: Sequence[int] | None = None, calibration: dict | None = None) -> dict[str, Any]:
     """Predict every image of ``loader`` (shuffle off), print the table and write the report files.
 
-    ``label_map[folder_label]`` translates the folder's class index into the model's.
+    ``label_map[folder_label]`` translates the folder's class index into the model's; ``calibration``
+    is the temperature's judgement, reported too.
     """
     started = time.perf_counter()
     probabilities, labels = predict(model, loader, compute, progress=progress, desc="evaluate")
     seconds = time.perf_counter() - started
     if label_map is not None:
         labels = torch.tensor([label_map[int(label)] for label in labels], dtype=torch.long)
-    return publish(probabilities, labels, class_names, loader.dataset, prefix, mean, std, seconds=seconds)
+    return publish(probabilities, labels, class_names, loader.dataset, prefix, mean, std, seconds=seconds,
+                   calibration=calibration)

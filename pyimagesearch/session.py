@@ -124,17 +124,19 @@ def calibration_loader(args: argparse.Namespace, loader_options: dict):
 
 
 def write_validation_report(model: nn.Module, val_ds, args: argparse.Namespace, compute: Compute, loader_options: dict,
-                            val_predictions: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None) -> None:
+                            val_predictions: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None,
+                            calibration: dict | None = None) -> None:
     """The report on the validation set, from ``val_predictions`` (probabilities, labels) when the run
-    has them (feature extraction's cached features), else by evaluating the model again."""
+    has them (feature extraction's cached features), else by evaluating the model again; with
+    ``calibration`` (the temperature's judgement), its figures and reliability diagram too."""
     prefix = checkpointer.report_prefix(args.model)
     if val_predictions is not None:
         probabilities, labels = val_predictions()
-        publish(probabilities, labels, val_ds.classes, val_ds, prefix, config.MEAN, config.STD)
+        publish(probabilities, labels, val_ds.classes, val_ds, prefix, config.MEAN, config.STD, calibration=calibration)
         return
     val_loader = make_loader(val_ds, args.batch_size, False, **loader_options)  # no process group now: all of it
     evaluate_and_report(unwrap(model), val_loader, val_ds.classes, compute, prefix, config.MEAN, config.STD,
-                        progress=args.progress)
+                        progress=args.progress, calibration=calibration)
 
 
 class TrainingSession:
@@ -235,12 +237,17 @@ class TrainingSession:
                  f"weights and feature caching included; the epochs alone: {epochs_time:.2f}s)")
 
     def leave_group_and_report(self, model: nn.Module, val_ds,
-                               val_predictions: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None) -> None:
+                               val_predictions: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None,
+                               calibrate: Callable[[], dict] | None = None) -> None:
         """Leave the process group (the other processes are done, so none waits on a collective while
-        the report is written), then write the validation report on the main process (--report)."""
+        the main process works on alone), then on the main process ``calibrate`` the saved models
+        (their temperature and novelty reference) and write the validation report (--report)."""
         main = is_main_process()  # asked before leaving the group: afterwards every process is "rank 0"
         distributed = is_distributed()
         shutdown_distributed()
-        if main and self.args.report:
+        if not main:
+            return
+        calibration = calibrate() if calibrate is not None else None
+        if self.args.report:
             write_validation_report(model, val_ds, self.args, self.compute, self.loader_options,
-                                    None if distributed else val_predictions)
+                                    None if distributed else val_predictions, calibration)

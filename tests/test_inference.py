@@ -187,7 +187,7 @@ def test_a_video_is_classified_frame_by_frame_as_images_would_be(trained, tmp_pa
 def test_ctrl_c_leaves_a_playable_video_and_its_table(trained, tmp_path, monkeypatch):
     _, model = trained
     clip = write_video(tmp_path / "clip.avi", [np.full((32, 32, 3), 100 + 10 * i, np.uint8) for i in range(8)])
-    real, calls = predict.engine.probabilities, []
+    real, calls = predict.Predictor.forward, []
 
     def interrupted_at_the_fourth_frame(*args):
         calls.append(1)
@@ -195,7 +195,7 @@ def test_ctrl_c_leaves_a_playable_video_and_its_table(trained, tmp_path, monkeyp
             raise KeyboardInterrupt
         return real(*args)
 
-    monkeypatch.setattr(predict.engine, "probabilities", interrupted_at_the_fourth_frame)
+    monkeypatch.setattr(predict.Predictor, "forward", interrupted_at_the_fourth_frame)
     out = tmp_path / "out"
     assert run_cli(inference.main, ["--model", model, "--video", str(clip), "--output", str(out), "--no-progress"]) == 0
     with open(out / "warmup_model_video.csv") as handle:
@@ -289,21 +289,19 @@ def test_every_mode_feeds_the_model_the_same_tensor(tmp_path, trained, monkeypat
     training_val = get_dataloader(parsed.val, eval_transforms(parsed.image_size), parsed.batch_size, shuffle=False)[0][0][0]
 
     seen = {}
-    real = predict.engine.probabilities
+    real = predict.Predictor.forward
 
-    def spy(model, x, precision):
-        seen["images" if "images" not in seen else "random"] = x.clone()
-        return real(model, x, precision)
+    def spy(self, x):  # what each mode feeds the model
+        seen.setdefault(mode, []).extend(x.clone())
+        return real(self, x)
 
-    def spy_report(model, loader, *a, **k):
-        seen["evaluate"] = torch.stack([loader.dataset[i][0] for i in range(len(loader.dataset))])
-        return {"mistakes": []}
-
-    monkeypatch.setattr(predict.engine, "probabilities", spy)
-    monkeypatch.setattr(predict.engine, "evaluate_and_report", spy_report)
+    monkeypatch.setattr(predict.Predictor, "forward", spy)
     common = ["--model", model_path, "--output", str(tmp_path / "out"), "--num-workers", "0", "--no-progress"]
+    mode = "images"
     inference.main([*common, "--images", str(val / "blue" / "big.jpg")])
+    mode = "random"
     inference.main([*common, "--val", str(val), "--batch-size", "3", "--seed", "0"])  # the tutorial's random batch
+    mode = "evaluate"
     inference.main([*common, "--evaluate", str(val)])
     assert training_val.shape == (3, 32, 32)
     for mode in ("images", "random", "evaluate"):
@@ -322,7 +320,7 @@ def test_a_failed_or_killed_video_run_keeps_the_previous_video_and_table(trained
     empty = tmp_path / "empty.avi"
     empty.write_bytes(b"")
     assert run_cli(inference.main, _video_run(model, empty, out)) == 2
-    real, calls = predict.engine.probabilities, []
+    real, calls = predict.Predictor.forward, []
 
     def crashing(*args):
         calls.append(1)
@@ -330,7 +328,7 @@ def test_a_failed_or_killed_video_run_keeps_the_previous_video_and_table(trained
             raise MemoryError("killed")
         return real(*args)
 
-    monkeypatch.setattr(predict.engine, "probabilities", crashing)
+    monkeypatch.setattr(predict.Predictor, "forward", crashing)
     with pytest.raises(MemoryError):
         inference.main(_video_run(model, clip, out))
     assert {name: (out / name).read_bytes() for name in os.listdir(out)} == before  # nothing else, nothing changed
@@ -339,7 +337,7 @@ def test_a_failed_or_killed_video_run_keeps_the_previous_video_and_table(trained
 def test_sigterm_during_a_video_finishes_its_files_and_exits_143(trained, tmp_path, monkeypatch):
     _, model = trained
     out, clip = tmp_path / "out", _clip(tmp_path, frames=8)
-    real, calls = predict.engine.probabilities, []
+    real, calls = predict.Predictor.forward, []
 
     def terminated_at_the_fourth_frame(*args):
         calls.append(1)
@@ -347,7 +345,7 @@ def test_sigterm_during_a_video_finishes_its_files_and_exits_143(trained, tmp_pa
             signal.raise_signal(signal.SIGTERM)  # run_cli's handler: the same path as `kill PID`
         return real(*args)
 
-    monkeypatch.setattr(predict.engine, "probabilities", terminated_at_the_fourth_frame)
+    monkeypatch.setattr(predict.Predictor, "forward", terminated_at_the_fourth_frame)
     assert run_cli(inference.main, _video_run(model, clip, out)) == 143
     with open(out / "warmup_model_video.csv") as handle:
         assert len(list(csv.DictReader(handle))) == 3

@@ -52,6 +52,9 @@ def export_onnx(model_path: str, onnx_path: str) -> dict[str, Any]:
     exported = {key: meta[key] for key in checkpoint.META_KEYS}
     exported["source"] = os.path.abspath(model_path)
     exported["epoch"] = meta.get("epoch")
+    calibration = meta.get("calibration")  # the temperature travels; the novelty reference does not (docs/onnx.md)
+    if isinstance(calibration, dict) and "temperature" in calibration:
+        exported["calibration"] = {"temperature": calibration["temperature"], "fitted": calibration.get("fitted", True)}
     fileio.write_text(metadata_path(onnx_path), json.dumps(exported, indent=2))
     return exported
 

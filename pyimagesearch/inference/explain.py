@@ -45,7 +45,7 @@ def explain_files(predictor: Predictor, paths: Sequence[str], folder: str, *, la
     """Write <name>_explained.<ext> per photo, <model>_explained_montage.jpg and
     <model>_explained.npz (keyed by the path as given, float16 maps in [0, 1] at the photo's size)
     into ``folder``."""
-    explainer = Explainer(predictor.model, predictor.compute, layer)
+    explainer = Explainer(predictor.model, predictor.compute, layer, predictor.temperature)
     chosen = None if class_name is None else predictor.class_names.index(class_name)
     names = explained_names(paths, predictor.stem)
     check_targets(folder, names, "--explain")
@@ -92,7 +92,7 @@ def explain_mistakes(predictor: Predictor, mistakes: Sequence[dict], prefix: str
         if os.path.isfile(path):
             os.remove(path)  # an old picture would describe another model
         return None
-    explainer = Explainer(predictor.model, predictor.compute, layer)
+    explainer = Explainer(predictor.model, predictor.compute, layer, predictor.temperature)
     size = predictor.meta["image_size"]
     transform, decode = predictor.transform(), eval_decoder(size)
     images = torch.stack([transform(decode(m["path"])) for m in shown])

@@ -56,9 +56,9 @@ class Explainer:
     """Grad-CAM maps of a batch for chosen classes: (N, h, w) float32 in [0, 1] at the layer's
     resolution, and the probabilities the same forward pass gave."""
 
-    def __init__(self, model: nn.Module, compute: Compute, layer: str = DEFAULT_LAYER) -> None:
+    def __init__(self, model: nn.Module, compute: Compute, layer: str = DEFAULT_LAYER, temperature: float = 1.0) -> None:
         check_layer(model, layer)
-        self.model, self.compute, self.layer = model, compute, layer
+        self.model, self.compute, self.layer, self.temperature = model, compute, layer, temperature
 
     def maps(self, images: torch.Tensor, classes: Sequence[int] | None = None) -> tuple[np.ndarray, torch.Tensor]:
         """``classes[i]`` is the class mapped for image i; None maps each image's top class."""
@@ -70,7 +70,7 @@ class Explainer:
             with self.compute.autocast():
                 scores = self.model(self.compute.to_device(images))
             scores = scores.float()
-            probabilities = scores.detach().softmax(1).cpu()
+            probabilities = (scores.detach() / self.temperature).softmax(1).cpu()  # calibrated as --images's
             chosen = probabilities.argmax(1).tolist() if classes is None else list(classes)
             cams = extractor(class_idx=chosen, scores=scores)[0]
         cams = torch.nan_to_num(cams.detach().float(), nan=0.0).cpu().numpy()

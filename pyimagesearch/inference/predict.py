@@ -14,17 +14,21 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from .. import checkpoint, engine
+from .. import checkpoint
 from ..arguments import is_onnx
-from ..create_dataloaders import eval_decoder, eval_image_folder, eval_transforms, make_loader
+from ..create_dataloaders import eval_decoder, eval_transforms, make_loader
 from ..data.images import is_image_file
 from ..freezing import fold_frozen_batchnorm
+from ..model import Body
+from ..trust.novelty import Novelty
 from ..utils import fileio
 from ..utils.errors import UserError
 from ..utils.figures import denormalize, image_grid
@@ -34,21 +38,50 @@ from ..utils.runtime import Compute, resolve_device, resolve_workers
 from ..utils.text import drawable, printable
 from . import deploy
 from .output_folder import OUTPUTS_MANIFEST, annotated_names, check_targets, explained_names, written_here
+from .trust_settings import trust_settings
 
 
 @dataclass
 class Predictor:
-    """A checkpoint ready to predict: the model on its device, its metadata, and how to run it."""
+    """A checkpoint ready to predict: the model on its device, its metadata, and how to run it;
+    the temperature its probabilities are divided by (1: raw), and its novelty reference (None:
+    no photo is flagged)."""
 
     model: nn.Module
     meta: dict[str, Any]
     compute: Compute
     num_workers: int
     stem: str  # output names start with the checkpoint's name: finetune_model_predictions.png
+    temperature: float = 1.0
+    novelty: Novelty | None = None
 
     @property
     def class_names(self) -> list[str]:
         return self.meta["class_names"]
+
+    @cached_property
+    def body(self) -> nn.Module:
+        return Body(self.model)
+
+    @torch.inference_mode()
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, np.ndarray | None]:
+        """A batch's raw logits (float32, on the CPU) and, with a novelty reference, each photo's
+        novelty, from the same pass: the body's features, then the head."""
+        if self.novelty is None:
+            return self.compute.infer(self.model, images).float().cpu(), None
+        features = self.compute.infer(self.body, images)
+        logits = self.compute.infer(self.model.fc, features).float().cpu()
+        return logits, self.novelty.score(features)
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Softmax of the logits divided by the temperature: calibrated, unless --no-calibration."""
+        return (logits / self.temperature).softmax(1)
+
+    def unlike(self, novelty: np.ndarray | None) -> np.ndarray:
+        """Which photos are unlike every class (all False without a novelty reference)."""
+        if novelty is None or self.novelty is None:
+            return np.zeros(0 if novelty is None else len(novelty), dtype=bool)
+        return self.novelty.flags(novelty)
 
     def transform(self):
         return eval_transforms(self.meta["image_size"], self.meta["mean"], self.meta["std"])
@@ -67,7 +100,8 @@ def load_predictor(args: argparse.Namespace, forward_chunk: int | str) -> Predic
         model, meta = deploy.load_onnx(args.model)
         cpu = torch.device("cpu")
         print("[INFO] running the exported model with OpenCV's DNN module on the CPU")
-        return Predictor(model, meta, Compute(cpu), resolve_workers(args.num_workers, cpu), stem)
+        temperature, _ = trust_settings(args, meta)
+        return Predictor(model, meta, Compute(cpu), resolve_workers(args.num_workers, cpu), stem, temperature)
     device = resolve_device(args.device)
     compute = Compute.from_settings(device, args.amp, args.channels_last, forward_chunk)
     model, meta = checkpoint.load(args.model)
@@ -75,7 +109,8 @@ def load_predictor(args: argparse.Namespace, forward_chunk: int | str) -> Predic
     if args.fold_bn:
         fold_frozen_batchnorm(model)
     model = compute.prepare(model).eval()
-    return Predictor(model, meta, compute, resolve_workers(args.num_workers, device), stem)
+    temperature, reference = trust_settings(args, meta)
+    return Predictor(model, meta, compute, resolve_workers(args.num_workers, device), stem, temperature, reference)
 
 
 # --- the tutorial's picture ----------------------------------------------------------------
@@ -83,7 +118,7 @@ def load_predictor(args: argparse.Namespace, forward_chunk: int | str) -> Predic
 def plot_predictions(predictor: Predictor, images: torch.Tensor, truths: Sequence[str], output: str) -> str:
     """The tutorial's picture of a batch: each image with its ground truth and the prediction
     (green when right, red when wrong), as <output>/<model>_predictions.png."""
-    predictions = engine.probabilities(predictor.model, images, predictor.compute)
+    predictions = predictor.probabilities(predictor.forward(images)[0])
     titles, colors = [], []
     for truth, probabilities in zip(truths, predictions):
         predicted = predictor.class_names[int(probabilities.argmax())]
@@ -192,50 +227,58 @@ def classify_files(predictor: Predictor, paths: Sequence[str], output: str, *, t
         problems += [(files[i], reason) for i, reason in failures]
         if not indices:
             continue
-        values, classes = engine.probabilities(predictor.model, images, predictor.compute).topk(top_k, dim=1)
+        logits, novelty = predictor.forward(images)
+        values, classes = predictor.probabilities(logits).topk(top_k, dim=1)
+        unlike = predictor.unlike(novelty)
         for row, i in enumerate(indices):
             top = [{"class": class_names[int(c)], "probability": float(p)} for p, c in zip(values[row], classes[row])]
-            rows.append({"path": files[i], "top": top})
-            print(f"{printable(files[i])}: " + ", ".join(f"{printable(t['class'])} {t['probability']:.3f}" for t in top))
+            rows.append({"path": files[i], "top": top, "novelty": None if novelty is None else float(novelty[row]),
+                         "unlike_every_class": bool(unlike[row]) if len(unlike) else False})
+            print(f"{printable(files[i])}: " + ", ".join(f"{printable(t['class'])} {t['probability']:.3f}" for t in top)
+                  + (f"  [unlike every class: novelty {novelty[row]:.2f}]" if rows[-1]["unlike_every_class"] else ""))
             if len(shown) < 16:
                 title = f"{drawable(os.path.basename(files[i]))[:28]}\n{drawable(top[0]['class'])} ({top[0]['probability']:.2f})"
-                shown.append((images[row], title))
+                shown.append((images[row], title + ("\nunlike every class" if rows[-1]["unlike_every_class"] else "")))
     seconds = time.perf_counter() - started
     for path, reason in problems:
         print(f"[WARN] skipped {printable(path)}: {reason}")
     if not rows:
         raise _nothing_classified(paths, problems, outputs_met)
     stem = os.path.join(output, f"{predictor.stem}_images")
-    payload = {"model": model_path, "predictions": rows, "skipped": [{"path": p, "reason": r} for p, r in problems]}
-    fileio.write_text(f"{stem}.json", json.dumps(payload, indent=2))
-    fileio.write_csv(f"{stem}.csv", ["path"] + [f"{kind}_{k + 1}" for k in range(top_k) for kind in ("class", "probability")],
-                     ([row["path"]] + [v for t in row["top"] for v in (t["class"], f"{t['probability']:.6f}")]
-                      for row in rows))
+    _write_tables(predictor, rows, problems, stem, model_path, top_k)
     image_grid(predictor.pixels(torch.stack([s[0] for s in shown])), [s[1] for s in shown], f"{stem}.png",
-                     suptitle="Predictions")
+               colors=["red" if title.endswith("unlike every class") else "black" for _, title in shown],
+               suptitle="Predictions")
     print(f"[INFO] {len(rows)} image(s) classified in {seconds:.1f}s ({len(rows) / max(seconds, 1e-9):.1f} images/s), "
           f"{len(problems)} skipped; wrote {stem}.json, {stem}.csv, {stem}.png")
+    if predictor.novelty is not None:
+        print(unlike_summary(predictor, sum(row["unlike_every_class"] for row in rows), len(rows)))
     return rows
 
 
-# --- a full report ------------------------------------------------------------------------------
+def unlike_summary(predictor: Predictor, flagged: int, total: int, photos: str = "photo(s)") -> str:
+    """One line: how many photos are unlike every class, and where that begins."""
+    reference = predictor.novelty
+    line = (f"[INFO] {flagged} of {total} {photos} ({flagged / max(total, 1):.1%}) unlike every class the model knows "
+            f"(novelty beyond {reference.threshold:.2f}, the validation photos' {reference.percentile:g}th percentile; "
+            "--unlike-percentile moves it)")
+    return line + (": their classes are guesses among the model's own" if flagged else "")
 
-def evaluate_folder(predictor: Predictor, folder: str, output: str, *, batch_size: int, progress: bool) -> dict:
-    """Metrics, confusion matrix and mistakes for a class-folder tree (e.g. dataset/val)."""
-    meta = predictor.meta
-    ds = eval_image_folder(folder, meta["image_size"], meta["mean"], meta["std"])
-    for path in ds.skipped:
-        print(f"[WARN] skipped {printable(path)}: {NOT_REGULAR}")
-    unknown = [c for c in ds.classes if c not in predictor.class_names]
-    if unknown:
-        raise UserError(f"'{folder}' has class folders the model does not know: {unknown}. "
-                        f"The model's classes are {predictor.class_names}.")
-    label_map = [predictor.class_names.index(c) for c in ds.classes]
-    loader = make_loader(ds, batch_size, shuffle=False, num_workers=predictor.num_workers,
-                         device=str(predictor.compute.device))
-    return engine.evaluate_and_report(predictor.model, loader, predictor.class_names, predictor.compute,
-                                      os.path.join(output, predictor.stem), meta["mean"], meta["std"],
-                                      progress=progress, label_map=label_map)
+
+def _write_tables(predictor: Predictor, rows: list[dict], problems: list, stem: str, model_path: str,
+                  top_k: int) -> None:
+    """<stem>.json and <stem>.csv: each photo's top classes, novelty and flag; the skipped files."""
+    reference = predictor.novelty
+    payload = {"model": model_path, "temperature": predictor.temperature,
+               "novelty_threshold": None if reference is None else reference.threshold,
+               "novelty_percentile": None if reference is None else reference.percentile,
+               "predictions": rows, "skipped": [{"path": p, "reason": r} for p, r in problems]}
+    fileio.write_text(f"{stem}.json", json.dumps(payload, indent=2))
+    header = ["path"] + [f"{kind}_{k + 1}" for k in range(top_k) for kind in ("class", "probability")]
+    fileio.write_csv(f"{stem}.csv", [*header, "novelty", "unlike_every_class"],
+                     ([row["path"]] + [v for t in row["top"] for v in (t["class"], f"{t['probability']:.6f}")]
+                      + ["" if row["novelty"] is None else f"{row['novelty']:.4f}", int(row["unlike_every_class"])]
+                      for row in rows))
 
 
 def show(path: str) -> None:

@@ -15,20 +15,17 @@ import csv
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import cv2
 import torch
 from imutils.video import FPS
 from PIL import Image
-from torch import nn
 from tqdm import tqdm
 
-from .. import engine
 from ..utils import fileio
 from ..utils.errors import Terminated, UserError
 from ..utils.opencv import has_display, quiet_opencv
-from ..utils.runtime import Compute
 from .drawing import draw_lines
 from .predict import Predictor
 
@@ -78,11 +75,12 @@ def _publish(staging: str, output: str) -> None:
     shutil.rmtree(staging, ignore_errors=True)
 
 
-def _top_classes(model: nn.Module, compute: Compute, transform: Callable[[Image.Image], torch.Tensor],
-                 class_names: Sequence[str], frame, top_k: int) -> list[tuple[str, float]]:
+def _top_classes(predictor: Predictor, transform: Callable[[Image.Image], torch.Tensor], frame,
+                 top_k: int) -> list[tuple[str, float]]:
     """A BGR frame's ``top_k`` (class name, probability), best first, as --images would give."""
     rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-    probabilities = engine.probabilities(model, transform(Image.fromarray(rgb))[None], compute)[0]
+    class_names = predictor.class_names
+    probabilities = predictor.probabilities(predictor.forward(transform(Image.fromarray(rgb))[None])[0])[0]
     values, indices = probabilities.topk(top_k)
     return [(class_names[int(i)], float(p)) for p, i in zip(values, indices)]
 
@@ -92,8 +90,7 @@ def classify_stream(predictor: Predictor, source: str | int, output: str, *, top
     """Classify every frame of ``source`` (a path, or a camera index) with the predictor's model
     after its evaluation transform; writes <output>/<stem>_video.mp4 (or _camera) and a per-frame
     CSV, and returns what was written."""
-    model, compute, transform = predictor.model, predictor.compute, predictor.transform()
-    class_names, stem = predictor.class_names, predictor.stem
+    transform, class_names, stem = predictor.transform(), predictor.class_names, predictor.stem
     camera = isinstance(source, int)
     check_outputs(source, output, f"{stem}_{'camera' if camera else 'video'}")
     capture = _open(source)
@@ -126,7 +123,7 @@ def classify_stream(predictor: Predictor, source: str | int, output: str, *, top
                 ok, frame = capture.read()
                 if not ok:
                     break
-                top = _top_classes(model, compute, transform, class_names, frame, top_k)
+                top = _top_classes(predictor, transform, frame, top_k)
                 fps.update()
                 fps.stop()
                 seconds = time.perf_counter() - started if camera else frames / source_fps

@@ -14,17 +14,22 @@ import torch
 from ..utils.figures import denormalize, drawable_lines, image_grid, plt, save_figure
 from ..utils.fileio import write_csv, write_text
 from ..utils.text import drawable
+from . import calibration as calibration_plot
 from . import many_classes
 from .metrics import classification_report, format_table
 
 # the files write_report names after the model: <prefix>_report.json and so on
-REPORT_SUFFIXES = ("_report.json", "_report.csv", "_confusion.png", "_mistakes.png", *many_classes.SUFFIXES)
+REPORT_SUFFIXES = ("_report.json", "_report.csv", "_confusion.png", "_mistakes.png", calibration_plot.SUFFIX,
+                   *many_classes.SUFFIXES)
 
 
 def write_report(probabilities: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str], dataset,
                  prefix: str, mean: Sequence[float], std: Sequence[float], max_mistakes: int = 16,
-                 paths: Sequence[str] | None = None) -> dict[str, Any]:
-    """Write <prefix>_report.json/.csv, <prefix>_confusion.png and <prefix>_mistakes.png.
+                 paths: Sequence[str] | None = None, calibration: dict | None = None,
+                 novelty: dict | None = None) -> dict[str, Any]:
+    """Write <prefix>_report.json/.csv, <prefix>_confusion.png and <prefix>_mistakes.png, and with
+    ``calibration`` (trust/temperature.py's judgement) <prefix>_calibration.png; ``novelty`` (how
+    many photos were flagged as unlike every class) joins the JSON.
 
     ``dataset[i]`` must give the (normalised image, label) that produced ``probabilities[i]``.
     """
@@ -42,6 +47,15 @@ def write_report(probabilities: torch.Tensor, labels: torch.Tensor, class_names:
     many = len(class_names) > many_classes.MANY_CLASSES
     if many:
         result["confused_pairs"] = many_classes.confused_pairs(matrix, class_names)
+    if calibration is not None:
+        result["calibration"] = calibration
+    if calibration is not None and "bins_calibrated" in calibration:  # a temperature, judged on enough photos
+        calibration_plot.plot_reliability(calibration, f"{prefix}{calibration_plot.SUFFIX}",
+                                          f"{os.path.basename(prefix)}: {calibration_plot.judged_on(calibration)}")
+    elif os.path.exists(f"{prefix}{calibration_plot.SUFFIX}"):
+        os.remove(f"{prefix}{calibration_plot.SUFFIX}")  # an old picture would describe another model
+    if novelty is not None:
+        result["novelty"] = novelty
     write_text(f"{prefix}_report.json", json.dumps(result, indent=2))
     # the "row" column tells a class from the summary lines, whatever the classes are called (a
     # class folder may well be named "accuracy")
@@ -74,10 +88,12 @@ def write_report(probabilities: torch.Tensor, labels: torch.Tensor, class_names:
 
 
 def publish(probabilities: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str], dataset, prefix: str,
-            mean: Sequence[float], std: Sequence[float], seconds: float | None = None) -> dict[str, Any]:
+            mean: Sequence[float], std: Sequence[float], seconds: float | None = None, calibration: dict | None = None,
+            novelty: dict | None = None) -> dict[str, Any]:
     """Write the report files for predictions already made, and print the table."""
     paths = [path for path, _ in getattr(dataset, "samples", [])] or None
-    result = write_report(probabilities, labels, class_names, dataset, prefix, mean, std, paths=paths)
+    result = write_report(probabilities, labels, class_names, dataset, prefix, mean, std, paths=paths,
+                          calibration=calibration, novelty=novelty)
     many = "confused_pairs" in result  # write_report's many-class report
     print(many_classes.summary(result, prefix) if many else format_table(result))
     speed = (f" in {seconds:.1f}s ({len(labels) / max(seconds, 1e-9):.1f} images/s)" if seconds is not None
@@ -85,6 +101,7 @@ def publish(probabilities: torch.Tensor, labels: torch.Tensor, class_names: Sequ
     print(f"[INFO] evaluated {len(labels)} images{speed}; "
           f"wrote {prefix}_report.json, {prefix}_report.csv, {prefix}_confusion.png"
           + (f", {prefix}_mistakes.png" if result["mistakes"] else "")
+          + (f", {prefix}{calibration_plot.SUFFIX}" if calibration and "bins_calibrated" in calibration else "")
           + (f", {prefix}_recall.png, {prefix}_confused_pairs.json/.csv" if many else ""))
     return result
 

@@ -76,6 +76,22 @@ def positive_float(text: str) -> float:
     return value
 
 
+def float_between(low: float, high: float):
+    """An argparse type: a number from ``low`` to ``high``."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number from {low:g} to {high:g}, not {text!r}") from None
+        if not (math.isfinite(value) and low <= value <= high):
+            raise argparse.ArgumentTypeError(f"must be a number from {low:g} to {high:g}, not {text!r}")
+        return value
+    return parse
+
+
+percentile = float_between(50, 100)  # --unlike-percentile: below the median, most known photos would be flagged
+
+
 def _int(text: str) -> int:
     try:
         return int(text)

@@ -142,7 +142,7 @@ def new_temp_folder(folder: str, name: str, kind: str) -> str:
 NO_ROOM = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
-def _size(count: float) -> str:
+def human_size(count: float) -> str:
     for unit in ("bytes", "KiB", "MiB", "GiB"):
         if count < 1024 or unit == "GiB":
             return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
@@ -163,16 +163,16 @@ def _file_size_limit() -> int | None:
 def no_room(error: OSError, path: str, needed: int | None, written: int) -> UserError:
     """One paragraph for a write that ran out of room: the file, what it needs, what is free."""
     folder = os.path.dirname(os.path.abspath(path))
-    need = f"about {_size(needed)}" if needed else f"more than the {_size(written)} written before it stopped"
+    need = f"about {human_size(needed)}" if needed else f"more than the {human_size(written)} written before it stopped"
     if error.errno == errno.EFBIG:
         soft = _file_size_limit()
-        limit = f" ({_size(soft)}, `ulimit -f`)" if soft is not None else ""
+        limit = f" ({human_size(soft)}, `ulimit -f`)" if soft is not None else ""
         why = f"the file-size limit of this shell{limit} stops it; it needs {need}"
         fix = "Raise the limit (ulimit -f unlimited) or write elsewhere"
     else:
         free = ""
         with contextlib.suppress(OSError):
-            free = f", and {_size(shutil.disk_usage(folder).free)} is free there"
+            free = f", and {human_size(shutil.disk_usage(folder).free)} is free there"
         why = f"the disk is full: it needs {need}{free}"
         fix = "Free some space or choose another output folder"
     return UserError(f"Could not write '{path}': {why}. Nothing was replaced: an earlier '{os.path.basename(path)}' "

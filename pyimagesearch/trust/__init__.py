@@ -1,0 +1,2 @@
+"""How far a prediction can be trusted: probabilities calibrated by a temperature, and a novelty
+score that tells a photo unlike every class the model knows."""
