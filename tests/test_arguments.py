@@ -125,6 +125,9 @@ def test_file_paths_where_folders_belong_are_one_clear_message(tmp_path, trained
     (inference, "EXPLAIN_LAYER", 4, "--explain-layer"),
     (inference, "EXPLAIN_LAYER", "", "--explain-layer"),
     (inference, "FEATURE_CACHE_DIR", 5, "--feature-cache-dir"),
+    (inference, "CALIBRATION", "yes", "--calibration"),
+    (inference, "UNLIKE_PERCENTILE", 30, "--unlike-percentile"),
+    (inference, "UNLIKE_PERCENTILE", "high", "--unlike-percentile"),
     (train_feature_extraction, "FEATURE_CACHE_DIR", None, "--feature-cache-dir"),
 ])
 def test_config_values_are_checked_as_their_flags_are(tmp_path, capsys, monkeypatch, script, name, value, flag):

@@ -31,8 +31,12 @@ def _scorer(reference: np.ndarray, k: int):
 
 
 def _novelty(scorer, features: np.ndarray) -> np.ndarray:
-    """cleanlab's score is exp(-distance / median training distance): its -log is the ratio itself."""
-    return -np.log(np.clip(scorer.score(features=np.asarray(features, dtype=np.float32)), 1e-300, None))
+    """The mean distance to the K nearest training photos over the training photos' median of it:
+    what cleanlab's score is exp(-x) of, read before the exponential (which would round far photos
+    to a score of 0 and lose their order)."""
+    k = scorer.params["k"]
+    distances, _ = scorer.params["knn"].kneighbors(np.asarray(features, dtype=np.float32), n_neighbors=k)
+    return distances.mean(1) / scorer.params["scaling_factor"]
 
 
 def fit(train_features: torch.Tensor, val_features: torch.Tensor, seed: int = 0) -> dict:
