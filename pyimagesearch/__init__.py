@@ -6,13 +6,16 @@ Up front, what a tutorial reader opens: ``config`` (every setting), ``create_dat
 each script's epoch loop), ``arguments`` (every script's flags) and ``feature_cache`` (feature
 extraction's frozen-body step, kept between runs).
 
-Behind it, five subpackages. Imports run one way, and tests/test_layout.py checks it:
+Behind it, six subpackages. Imports run one way, and tests/test_layout.py checks it:
 
 - ``utils``: the machinery (files and errors, the CLI, runtime and memory, distributed, digests,
   weights and the offline stand-in, engine settings). It imports nothing from outside ``utils``.
 - ``data``: the photos (scan and decoding, the split, duplicates, the download, exclusions). It
   imports only ``utils``.
 - ``reports``: metrics and pictures of a model's predictions. It imports only ``utils``.
+- ``trust``: how far an answer can be trusted: the temperature that calibrates the probabilities
+  and the novelty score that flags photos unlike every class, fitted at the end of training. It
+  builds on the modules up front.
 - ``inference``: the modes of inference.py. It builds on the modules up front; nothing up front
   imports it.
 - ``tuning``: what helps choose a run's settings before it trains (the learning-rate range test

@@ -260,8 +260,8 @@ def unlike_summary(predictor: Predictor, flagged: int, total: int, photos: str =
     """One line: how many photos are unlike every class, and where that begins."""
     reference = predictor.novelty
     line = (f"[INFO] {flagged} of {total} {photos} ({flagged / max(total, 1):.1%}) unlike every class the model knows "
-            f"(novelty beyond {reference.threshold:.2f}, the validation photos' {reference.percentile:g}th percentile; "
-            "--unlike-percentile moves it)")
+            f"(more unusual than {reference.percentile:g} % of the validation photos, novelty beyond "
+            f"{reference.threshold:.2f}; --unlike-percentile moves it)")
     return line + (": their classes are guesses among the model's own" if flagged else "")
 
 

@@ -13,7 +13,7 @@ import math
 import torch
 
 from ..arguments import is_onnx
-from ..trust.novelty import Novelty
+from ..trust.novelty import KINDS, Novelty
 from ..utils.errors import UserError
 
 
@@ -35,7 +35,10 @@ def temperature_of(args: argparse.Namespace, meta: dict) -> float:
     value = calibration.get("temperature") if isinstance(calibration, dict) else None
     if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0):
         raise _damaged(args.model, f"temperature ({value!r})")
-    if not calibration.get("fitted", True):
+    if calibration.get("declined"):
+        print(f"[INFO] '{args.model}': temperature scaling did not improve its probabilities on held-out validation "
+              "photos, so they are the network's raw softmax")
+    elif not calibration.get("fitted", True):
         print(f"[INFO] '{args.model}' was trained with too few validation photos to fit a temperature: probabilities "
               "are the network's raw softmax")
     else:
@@ -56,9 +59,10 @@ def novelty_of(args: argparse.Namespace, meta: dict) -> Novelty | None:
               "end of its run): no photo is flagged as unlike every class")
         return None
     try:
-        reference, scores = state["reference"], state["validation_scores"]
+        reference, distances = state["reference"], state["validation_distances"]
         if not (isinstance(reference, torch.Tensor) and reference.dim() == 2 and len(reference) > 1
-                and isinstance(scores, torch.Tensor) and scores.numel() > 0 and int(state["k"]) > 0):
+                and all(isinstance(distances[kind], torch.Tensor) and distances[kind].numel() > 0 for kind in KINDS)
+                and int(state["k"]) > 0):
             raise ValueError
         return Novelty(state, args.unlike_percentile)
     except (KeyError, TypeError, ValueError):

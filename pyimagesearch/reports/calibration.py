@@ -34,8 +34,9 @@ def plot_reliability(judged: dict, path: str, title: str) -> None:
     its foot, the ECE in each panel's title."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 5), squeeze=False)
     _panel(axes[0][0], judged["bins_raw"], f"raw softmax: ECE {judged['ece_raw']:.3f}")
-    _panel(axes[0][1], judged["bins_calibrated"],
-           f"temperature {judged['temperature']:.2f}: ECE {judged['ece_calibrated']:.3f}")
+    used = judged.get("declined", judged["temperature"])
+    _panel(axes[0][1], judged["bins_calibrated"], f"temperature {used:.2f}: ECE {judged['ece_calibrated']:.3f}"
+           + (" (declined: no better)" if "declined" in judged else ""))
     fig.suptitle(drawable_lines(title), parse_math=False)
     fig.tight_layout()
     save_figure(fig, path)

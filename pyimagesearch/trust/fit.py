@@ -96,7 +96,12 @@ class CheckpointTrust:
 
 def describe(judged: dict, reference: dict | None) -> str:
     """The lines the end of training prints about calibration and novelty."""
-    if judged["fitted"]:
+    if judged.get("declined"):
+        line = (f"[INFO] calibration: the temperature {judged['declined']:.2f} fitted on {judged['photos']} validation "
+                f"photos did not lower their log-loss on the folds it was not fitted on ({judged['nll_raw']:.3f} raw, "
+                f"{judged['nll_calibrated']:.3f} calibrated); inference reports the raw probabilities, which are "
+                f"calibrated as they are (expected calibration error {judged['ece_raw']:.3f})")
+    elif judged["fitted"]:
         line = (f"[INFO] calibration: temperature {judged['temperature']:.2f}, fitted on {judged['photos']} validation "
                 f"photos; expected calibration error {judged['ece_raw']:.3f} raw, {judged['ece_calibrated']:.3f} "
                 f"calibrated (each fold judged by a temperature fitted on the other {temperature.FOLDS - 1})")
@@ -106,6 +111,5 @@ def describe(judged: dict, reference: dict | None) -> str:
     if reference is None:
         return line + "\n[INFO] novelty: one training photo is no reference; no photo will be flagged"
     return line + (f"\n[INFO] novelty: {len(reference['reference'])} training photos kept as the reference "
-                   f"(+{human_size(novelty.extra_bytes(reference))} in each checkpoint); a photo beyond "
-                   f"{reference['threshold']:.2f}, the validation photos' {reference['percentile']:g}th percentile, "
-                   "is flagged as unlike every class")
+                   f"(+{human_size(novelty.extra_bytes(reference))} in each checkpoint); a photo more unusual than "
+                   f"{reference['percentile']:g} % of the validation photos is flagged as unlike every class")

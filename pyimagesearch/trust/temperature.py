@@ -90,7 +90,9 @@ def judge(logits: torch.Tensor, labels: torch.Tensor, seed: int = 0) -> dict:
     """The temperature fitted on every photo, and how well temperature scaling works on photos it
     was not fitted on: each fold's probabilities come from a T fitted on the other folds. Returns
     the temperature, ECE and negative log-likelihood raw and calibrated, and both reliability
-    tables; with fewer than MIN_PHOTOS photos, T stays 1 and ``fitted`` is False."""
+    tables; with fewer than MIN_PHOTOS photos, T stays 1 and ``fitted`` is False. A temperature
+    that does not lower the held-out folds' negative log-likelihood is declined: T stays 1, and
+    ``declined`` keeps the value that was fitted."""
     logits, labels = logits.float().cpu(), labels.long().cpu()
     raw = logits.softmax(1)
     result = {"photos": len(labels), "ece_raw": expected_calibration_error(raw, labels),
@@ -104,9 +106,12 @@ def judge(logits: torch.Tensor, labels: torch.Tensor, seed: int = 0) -> dict:
         fold_t = fit_temperature(logits[fit], labels[fit])
         calibrated[held] = (logits[held] / fold_t).softmax(1)
         nll += negative_log_likelihood(logits[held], labels[held], fold_t) * len(held)
-    return {**result, "fitted": True, "temperature": fit_temperature(logits, labels), "folds": FOLDS,
-            "ece_calibrated": expected_calibration_error(calibrated, labels), "nll_calibrated": nll / len(labels),
-            "bins_calibrated": reliability(calibrated, labels)}
+    result.update({"fitted": True, "temperature": fit_temperature(logits, labels), "folds": FOLDS,
+                   "ece_calibrated": expected_calibration_error(calibrated, labels), "nll_calibrated": nll / len(labels),
+                   "bins_calibrated": reliability(calibrated, labels)})
+    if result["nll_calibrated"] >= result["nll_raw"]:  # no better on photos it did not see: raw it is
+        result["declined"], result["temperature"] = result["temperature"], 1.0
+    return result
 
 
 def measure(logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> dict:
