@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -226,12 +227,25 @@ def test_a_damaged_temperature_or_reference_is_one_paragraph(trained, tmp_path, 
     assert not (tmp_path / "o" / "broken_images.json").exists()
 
 
+def _with_calibration(model: str, folder: str, **calibration) -> str:
+    """A copy of ``model`` whose temperature is the one given, fitted (it says) on ``folder``."""
+    from pyimagesearch import checkpoint
+
+    copy = os.path.join(folder + "_models", os.path.basename(model))
+    os.makedirs(os.path.dirname(copy), exist_ok=True)
+    torch.save(torch.load(model, weights_only=True), copy)
+    checkpoint.amend(copy, calibration={"fitted": True, "folder": os.path.realpath(folder), **calibration})
+    return copy
+
+
 def test_evaluate_judges_the_temperature_honestly_and_counts_the_flagged_photos(disc_model, tmp_path, capsys):
     model, val, _ = disc_model
+    model = _with_calibration(model, str(tmp_path / "val"), temperature=2.0)
+    shutil.copytree(val, tmp_path / "val")
     fresh = tmp_path / "fresh"
     make_discs(str(fresh), 5, DISC_SIZE, seed=2)
     reports = {}
-    for name, folder in (("fitted_on", val), ("fresh", str(fresh))):
+    for name, folder in (("fitted_on", str(tmp_path / "val")), ("fresh", str(fresh))):
         out = tmp_path / name
         inference.main(["--model", model, "--evaluate", folder, "--output", str(out), "--num-workers", "0",
                         "--no-progress"])
@@ -243,10 +257,20 @@ def test_evaluate_judges_the_temperature_honestly_and_counts_the_flagged_photos(
     assert "these are the photos the temperature was fitted on" in said_fitted
     assert "validation photo(s)" in said_fitted and "unlike every class" in said_fitted
     # on other photos, the checkpoint's own temperature is measured as it is
-    stored = torch.load(model, weights_only=True)["calibration"]["temperature"]
-    assert fresh_report["calibration"]["temperature"] == pytest.approx(stored) and "folds" not in fresh_report["calibration"]
-    assert "fitted on other photos" in said_fresh
+    assert fresh_report["calibration"]["temperature"] == 2.0 and "folds" not in fresh_report["calibration"]
+    assert "with the temperature 2.00 (the temperature was fitted on other photos" in said_fresh
     assert fresh_report["novelty"]["photos"] == 20 and 0 <= fresh_report["novelty"]["unlike_every_class"] <= 20
+
+
+def test_a_declined_temperature_leaves_the_probabilities_raw_and_says_why(disc_model, tmp_path, capsys):
+    model, val, _ = disc_model
+    model = _with_calibration(model, str(tmp_path / "elsewhere"), temperature=1.0, declined=0.4)
+    inference.main(["--model", model, "--evaluate", val, "--output", str(tmp_path / "out"), "--num-workers", "0",
+                    "--no-progress"])
+    said = capsys.readouterr().out
+    assert "temperature scaling did not improve its probabilities" in said and "was declined" in said
+    report = json.loads((tmp_path / "out" / "finetune_model_best_report.json").read_text())
+    assert "ece_calibrated" not in report["calibration"] and report["calibration"]["photos"] == 20
 
 
 def test_an_exported_model_carries_its_temperature_and_says_it_has_no_novelty(exported, tmp_path, capsys):

@@ -35,10 +35,12 @@ def fitted_on(predictor: Predictor, ds) -> bool:
 def judge_calibration(predictor: Predictor, logits: torch.Tensor, labels: torch.Tensor, ds) -> dict:
     """The calibration figures for these photos, honest about which photos the temperature saw."""
     stored = predictor.meta.get("calibration")
-    if not stored or not stored.get("fitted", False):
+    if not stored or not stored.get("fitted", False) or stored.get("declined"):
         judged = temperature.measure(logits, labels, 1.0)
-        return {key: value for key, value in judged.items() if not key.endswith("calibrated") and key != "bins_raw"} | {
-            "fitted": False, "note": "the model carries no fitted temperature"}
+        why = ("temperature scaling was declined at the end of training: it did no better on held-out validation "
+               "photos" if stored and stored.get("declined") else "the model carries no fitted temperature")
+        return {key: value for key, value in judged.items() if not key.endswith("calibrated")} | {
+            "fitted": False, "note": why}
     if fitted_on(predictor, ds):
         return temperature.judge(logits, labels) | {
             "note": "these are the photos the temperature was fitted on: each fold judged by a temperature "

@@ -30,13 +30,15 @@ def _panel(ax, bins: list[dict], title: str) -> None:
 
 
 def plot_reliability(judged: dict, path: str, title: str) -> None:
-    """Raw probabilities on the left, temperature-scaled on the right, each bin's photo count at
-    its foot, the ECE in each panel's title."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 5), squeeze=False)
+    """Raw probabilities on the left, temperature-scaled on the right (when there is a temperature
+    to judge), each bin's photo count at its foot, the ECE in each panel's title."""
+    calibrated = "bins_calibrated" in judged
+    fig, axes = plt.subplots(1, 2 if calibrated else 1, figsize=(11 if calibrated else 5.5, 5), squeeze=False)
     _panel(axes[0][0], judged["bins_raw"], f"raw softmax: ECE {judged['ece_raw']:.3f}")
-    used = judged.get("declined", judged["temperature"])
-    _panel(axes[0][1], judged["bins_calibrated"], f"temperature {used:.2f}: ECE {judged['ece_calibrated']:.3f}"
-           + (" (declined: no better)" if "declined" in judged else ""))
+    if calibrated:
+        used = judged.get("declined", judged["temperature"])
+        _panel(axes[0][1], judged["bins_calibrated"], f"temperature {used:.2f}: ECE {judged['ece_calibrated']:.3f}"
+               + (" (declined: no better)" if "declined" in judged else ""))
     fig.suptitle(drawable_lines(title), parse_math=False)
     fig.tight_layout()
     save_figure(fig, path)

@@ -49,7 +49,7 @@ def write_report(probabilities: torch.Tensor, labels: torch.Tensor, class_names:
         result["confused_pairs"] = many_classes.confused_pairs(matrix, class_names)
     if calibration is not None:
         result["calibration"] = calibration
-    if calibration is not None and "bins_calibrated" in calibration:  # a temperature, judged on enough photos
+    if calibration is not None and "bins_raw" in calibration:  # judged on enough photos to draw
         calibration_plot.plot_reliability(calibration, f"{prefix}{calibration_plot.SUFFIX}",
                                           f"{os.path.basename(prefix)}: {calibration_plot.judged_on(calibration)}")
     elif os.path.exists(f"{prefix}{calibration_plot.SUFFIX}"):
@@ -101,7 +101,7 @@ def publish(probabilities: torch.Tensor, labels: torch.Tensor, class_names: Sequ
     print(f"[INFO] evaluated {len(labels)} images{speed}; "
           f"wrote {prefix}_report.json, {prefix}_report.csv, {prefix}_confusion.png"
           + (f", {prefix}_mistakes.png" if result["mistakes"] else "")
-          + (f", {prefix}{calibration_plot.SUFFIX}" if calibration and "bins_calibrated" in calibration else "")
+          + (f", {prefix}{calibration_plot.SUFFIX}" if calibration and "bins_raw" in calibration else "")
           + (f", {prefix}_recall.png, {prefix}_confused_pairs.json/.csv" if many else ""))
     return result
 
