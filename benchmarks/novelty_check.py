@@ -79,7 +79,9 @@ def measure(model: str, stem: str, kinds: dict[str, list[str]], fresh: str, out:
             "auroc_max_softmax": float(roc_auc_score([0] * len(kinds["known"]) + [1] * len(unknown),
                                                      [-rows[p]["top"][0]["probability"] for p in kinds["known"] + unknown])),
             "temperature": calibration["temperature"], "ece_raw": calibration["ece_raw"],
-            "ece_calibrated": calibration["ece_calibrated"], "fresh_photos": calibration["photos"]}
+            # a declined temperature leaves the probabilities raw: calibrated is raw then
+            "ece_calibrated": calibration.get("ece_calibrated", calibration["ece_raw"]),
+            "fresh_photos": calibration["photos"]}
 
 
 def one_held_out(held_out: str, args: argparse.Namespace, work: str, seed: int) -> dict:
