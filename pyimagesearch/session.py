@@ -236,7 +236,7 @@ class TrainingSession:
         self.log(f"[INFO] total time taken to train the model: {time.perf_counter() - self.started:.2f}s (set-up, "
                  f"weights and feature caching included; the epochs alone: {epochs_time:.2f}s)")
 
-    def leave_group_and_report(self, model: nn.Module, val_ds,
+    def leave_group_calibrate_and_report(self, model: nn.Module, val_ds,
                                val_predictions: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None,
                                calibrate: Callable[[], dict] | None = None) -> None:
         """Leave the process group (the other processes are done, so none waits on a collective while

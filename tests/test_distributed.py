@@ -74,7 +74,7 @@ def test_every_process_leaves_the_group_when_set_up_fails(tmp_path, splits, monk
 
 
 def test_the_other_processes_leave_before_the_main_one_writes_the_report(tmp_path, splits, monkeypatch):
-    """No process may wait in a collective (a barrier) while rank 0 evaluates and plots."""
+    """No process may wait in a collective (a barrier) while rank 0 calibrates, evaluates and plots."""
     import pyimagesearch.session
     from pyimagesearch import model as model_module
 
@@ -86,8 +86,10 @@ def test_the_other_processes_leave_before_the_main_one_writes_the_report(tmp_pat
     from pyimagesearch.create_dataloaders import eval_image_folder
 
     with pyimagesearch.session.TrainingSession(args) as session:
-        session.leave_group_and_report(model_module.build_model(3, head="mlp"), eval_image_folder(args.val, args.image_size))
-    assert order[:2] == ["leave", "report"]
+        session.leave_group_calibrate_and_report(model_module.build_model(3, head="mlp"),
+                                                 eval_image_folder(args.val, args.image_size),
+                                                 calibrate=lambda: order.append("calibrate"))
+    assert order[:3] == ["leave", "calibrate", "report"]
 
 
 def test_torchrun_find_lr_is_written_and_said_once(torchrun_launch):

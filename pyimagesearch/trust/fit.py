@@ -9,6 +9,7 @@ set where "unlike every class" begins. Both are read un-augmented, as inference 
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -17,14 +18,15 @@ from .. import checkpoint
 from ..checkpointer import Checkpointer
 from ..create_dataloaders import eval_image_folder, make_loader
 from ..engine import extract_features
+from ..feature_cache import Features  # (N, width) features and their labels
 from ..freezing import fold_frozen_batchnorm
 from ..model import Body
 from ..utils.distributed import is_distributed
 from ..utils.fileio import human_size
 from . import novelty, temperature
 
-Features = tuple[torch.Tensor, torch.Tensor]  # (N, width) features and their labels
-
+if TYPE_CHECKING:
+    from ..session import TrainingSession
 
 def calibration_meta(judged: dict, val_ds) -> dict:
     """What a checkpoint keeps of the judgement: the temperature, the figures, and which photos it
@@ -45,7 +47,7 @@ class CheckpointTrust:
     best and the final checkpoint and returns the final one's judgement, for the report.
     """
 
-    def __init__(self, session, checkpointer: Checkpointer, train_ds, val_ds, *, body_frozen: bool,
+    def __init__(self, session: TrainingSession, checkpointer: Checkpointer, train_ds, val_ds, *, body_frozen: bool,
                  cached_train: Features | None = None, cached_val: Features | None = None) -> None:
         self.args, self.compute, self.loader_options, self.log = (session.args, session.compute,
                                                                   session.loader_options, session.log)
