@@ -125,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             checkpointer.save_final(history, args.plot)
             plots.plot_history(history, args.plot, best_key=checkpointer.best_key)
             session.log(f"[INFO] saved {checkpointer.describe(history)}, {args.plot}")
-        trust = CheckpointTrust(session, checkpointer, train_ds, val_ds, body_frozen=False)
+        trust = CheckpointTrust(session, checkpointer, model, train_ds, val_ds, body_frozen=False)
         session.leave_group_calibrate_and_report(model, val_ds, calibrate=trust)
 
 

@@ -163,8 +163,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             checkpointer.save_final(history, args.plot)
             plots.plot_history(history, args.plot, best_key=checkpointer.best_key)
             session.log(f"[INFO] saved {checkpointer.describe(history)}, {args.plot}")
-        trust = CheckpointTrust(session, checkpointer, train_ds, val_ds, body_frozen=True, cached_val=val_features,
-                                cached_train=None if augment else view_features[0])
+        trust = CheckpointTrust(session, checkpointer, model, train_ds, val_ds, body_frozen=True,
+                                cached_val=val_features, cached_train=None if augment else view_features[0])
         session.leave_group_calibrate_and_report(model, val_ds, calibrate=trust,
                                                  val_predictions=lambda: predict(head, val_feature_loader, compute,
                                                                                  progress=False))

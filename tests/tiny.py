@@ -100,6 +100,10 @@ def run_forked(run: dict) -> int:
         os._exit(code)
 
 
+MAIN_IMPORTS = ("pyimagesearch.session", "pyimagesearch.plots", "pyimagesearch.trust.fit", "pyimagesearch.tuning.lr_find",
+                "cleanlab.outlier", "sklearn.neighbors", "sklearn.model_selection")
+
+
 def run_stages(stages_file: str) -> None:
     import json
 
@@ -107,6 +111,8 @@ def run_stages(stages_file: str) -> None:
         stages = json.load(handle)
     for stage in stages:
         for module in {run["script"] for run in stage}:
+            importlib.import_module(module)
+        for module in MAIN_IMPORTS:  # what the scripts' mains import after parsing their flags
             importlib.import_module(module)
         for pid in [run_forked(run) for run in stage]:
             os.waitpid(pid, 0)

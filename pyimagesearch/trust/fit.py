@@ -47,11 +47,12 @@ class CheckpointTrust:
     best and the final checkpoint and returns the final one's judgement, for the report.
     """
 
-    def __init__(self, session: TrainingSession, checkpointer: Checkpointer, train_ds, val_ds, *, body_frozen: bool,
-                 cached_train: Features | None = None, cached_val: Features | None = None) -> None:
+    def __init__(self, session: TrainingSession, checkpointer: Checkpointer, model: nn.Module, train_ds, val_ds, *,
+                 body_frozen: bool, cached_train: Features | None = None, cached_val: Features | None = None) -> None:
         self.args, self.compute, self.loader_options, self.log = (session.args, session.compute,
                                                                   session.loader_options, session.log)
         self.checkpointer, self.train_ds, self.val_ds, self.body_frozen = checkpointer, train_ds, val_ds, body_frozen
+        self.model = model  # the final model, as it trained (on its device, BatchNorm folded with --fold-bn)
         whole = not is_distributed()  # under torchrun, a process's features are its share of the photos
         self.cached = (cached_train, cached_val) if whole else (None, None)
 
@@ -73,10 +74,14 @@ class CheckpointTrust:
                              split_across_processes=False, **self.loader_options)
         return extract_features(body, loader, self.compute, progress=self.args.progress, desc=desc)
 
-    def _fit(self, model: nn.Module) -> tuple[dict, dict | None]:
-        model = self.compute.prepare(model.requires_grad_(False)).eval()
+    def _load(self, path: str) -> nn.Module:
+        model = self.compute.prepare(checkpoint.load(path)[0].requires_grad_(False)).eval()
         if self.args.fold_bn:
             fold_frozen_batchnorm(model)
+        return model
+
+    def _fit(self, model: nn.Module) -> tuple[dict, dict | None]:
+        model.eval()
         (train_features, _), (val_features, val_labels) = self._features(model)
         with torch.inference_mode():
             logits = self.compute.infer(model.fc, val_features).float().cpu()
@@ -85,13 +90,13 @@ class CheckpointTrust:
         return judged, reference
 
     def __call__(self) -> dict:
-        fitted: dict[int, tuple[dict, dict | None]] = {}  # by epoch: a best model of the final epoch is the final model
-        for path in (self.checkpointer.best_path, self.checkpointer.path):
-            model, meta = checkpoint.load(path)
-            if meta["epoch"] not in fitted:
-                fitted[meta["epoch"]] = self._fit(model)
-            judged, reference = fitted[meta["epoch"]]
-            checkpoint.amend(path, calibration=calibration_meta(judged, self.val_ds), novelty=reference)
+        final, best = self.checkpointer.path, self.checkpointer.best_path
+        judged, reference = self._fit(self.model)
+        checkpoint.amend(final, calibration=calibration_meta(judged, self.val_ds), novelty=reference)
+        # a best model of the final epoch is the final model: the same answers, without reading it again
+        same = checkpoint.read_meta(best)["epoch"] == checkpoint.read_meta(final)["epoch"]
+        best_judged, best_reference = (judged, reference) if same else self._fit(self._load(best))
+        checkpoint.amend(best, calibration=calibration_meta(best_judged, self.val_ds), novelty=best_reference)
         self.log(describe(judged, reference))
         return judged
 
