@@ -70,6 +70,15 @@ def test_a_temperature_that_does_not_help_on_held_out_folds_is_declined():
     assert all(j["temperature"] == 1.0 and j["nll_calibrated"] >= j["nll_raw"] for j in declined)
 
 
+def test_a_temperature_the_photos_cannot_bound_is_declined():
+    # every photo right by a wide margin: the likelihood only improves as the temperature falls
+    logits = torch.eye(3).repeat(10, 1) * 5
+    labels = torch.arange(3).repeat(10)
+    judged = temperature.judge(logits, labels)
+    assert judged["declined"] < 0.5 and judged["temperature"] == 1.0  # it would sharpen them to certainty
+    assert "every validation photo is predicted right" in judged["reason"]
+
+
 def test_too_few_validation_photos_leave_the_probabilities_raw():
     logits, labels = _sampled(temperature.MIN_PHOTOS - 1, 3, seed=2)
     judged = temperature.judge(logits * 4, labels)
@@ -268,7 +277,7 @@ def test_a_declined_temperature_leaves_the_probabilities_raw_and_says_why(disc_m
     inference.main(["--model", model, "--evaluate", val, "--output", str(tmp_path / "out"), "--num-workers", "0",
                     "--no-progress"])
     said = capsys.readouterr().out
-    assert "temperature scaling did not improve its probabilities" in said and "was declined" in said
+    assert "its temperature was declined at the end of training" in said and "the temperature was declined" in said
     report = json.loads((tmp_path / "out" / "finetune_model_best_report.json").read_text())
     assert "ece_calibrated" not in report["calibration"] and report["calibration"]["photos"] == 20
 

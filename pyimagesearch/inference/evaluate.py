@@ -37,8 +37,8 @@ def judge_calibration(predictor: Predictor, logits: torch.Tensor, labels: torch.
     stored = predictor.meta.get("calibration")
     if not stored or not stored.get("fitted", False) or stored.get("declined"):
         judged = temperature.measure(logits, labels, 1.0)
-        why = ("temperature scaling was declined at the end of training: it did no better on held-out validation "
-               "photos" if stored and stored.get("declined") else "the model carries no fitted temperature")
+        why = (f"the temperature was declined at the end of training: {stored.get('reason', 'no better on held-out')}"
+               if stored and stored.get("declined") else "the model carries no fitted temperature")
         return {key: value for key, value in judged.items() if not key.endswith("calibrated")} | {
             "fitted": False, "note": why}
     if fitted_on(predictor, ds):

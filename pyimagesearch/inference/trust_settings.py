@@ -36,8 +36,9 @@ def temperature_of(args: argparse.Namespace, meta: dict) -> float:
     if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0):
         raise _damaged(args.model, f"temperature ({value!r})")
     if calibration.get("declined"):
-        print(f"[INFO] '{args.model}': temperature scaling did not improve its probabilities on held-out validation "
-              "photos, so they are the network's raw softmax")
+        print(f"[INFO] '{args.model}': its temperature was declined at the end of training ("
+              f"{calibration.get('reason', 'no better on held-out validation photos')}): probabilities are the "
+              "network's raw softmax")
     elif not calibration.get("fitted", True):
         print(f"[INFO] '{args.model}' was trained with too few validation photos to fit a temperature: probabilities "
               "are the network's raw softmax")

@@ -105,9 +105,9 @@ def describe(judged: dict, reference: dict | None) -> str:
     """The lines the end of training prints about calibration and novelty."""
     if judged.get("declined"):
         line = (f"[INFO] calibration: the temperature {judged['declined']:.2f} fitted on {judged['photos']} validation "
-                f"photos did not lower their log-loss on the folds it was not fitted on ({judged['nll_raw']:.3f} raw, "
-                f"{judged['nll_calibrated']:.3f} calibrated); inference reports the raw probabilities, which are "
-                f"calibrated as they are (expected calibration error {judged['ece_raw']:.3f})")
+                f"photos is declined, as {judged['reason']} (log-loss over the folds it was not fitted on: "
+                f"{judged['nll_raw']:.3f} raw, {judged['nll_calibrated']:.3f} calibrated); inference reports the raw "
+                f"probabilities (expected calibration error {judged['ece_raw']:.3f})")
     elif judged["fitted"]:
         line = (f"[INFO] calibration: temperature {judged['temperature']:.2f}, fitted on {judged['photos']} validation "
                 f"photos; expected calibration error {judged['ece_raw']:.3f} raw, {judged['ece_calibrated']:.3f} "

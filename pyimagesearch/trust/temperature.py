@@ -90,9 +90,12 @@ def judge(logits: torch.Tensor, labels: torch.Tensor, seed: int = 0) -> dict:
     """The temperature fitted on every photo, and how well temperature scaling works on photos it
     was not fitted on: each fold's probabilities come from a T fitted on the other folds. Returns
     the temperature, ECE and negative log-likelihood raw and calibrated, and both reliability
-    tables; with fewer than MIN_PHOTOS photos, T stays 1 and ``fitted`` is False. A temperature
-    that does not lower the held-out folds' negative log-likelihood is declined: T stays 1, and
-    ``declined`` keeps the value that was fitted."""
+    tables; with fewer than MIN_PHOTOS photos, T stays 1 and ``fitted`` is False.
+
+    A temperature is declined (T stays 1, ``declined`` keeps the value fitted and ``reason`` says
+    why) when it does not lower the held-out folds' negative log-likelihood, or when the photos
+    cannot bound it: with every validation photo right, the likelihood only improves as T falls
+    (to an end of the range searched), and nothing in the photos says how sure to be."""
     logits, labels = logits.float().cpu(), labels.long().cpu()
     raw = logits.softmax(1)
     result = {"photos": len(labels), "ece_raw": expected_calibration_error(raw, labels),
@@ -109,8 +112,15 @@ def judge(logits: torch.Tensor, labels: torch.Tensor, seed: int = 0) -> dict:
     result.update({"fitted": True, "temperature": fit_temperature(logits, labels), "folds": FOLDS,
                    "ece_calibrated": expected_calibration_error(calibrated, labels), "nll_calibrated": nll / len(labels),
                    "bins_calibrated": reliability(calibrated, labels)})
-    if result["nll_calibrated"] >= result["nll_raw"]:  # no better on photos it did not see: raw it is
-        result["declined"], result["temperature"] = result["temperature"], 1.0
+    reason = None
+    if bool((logits.argmax(1) == labels).all()):
+        reason = "every validation photo is predicted right: nothing in them tells how sure the model should be"
+    elif not LOWEST * 1.01 < result["temperature"] < HIGHEST / 1.01:
+        reason = "it lies at an end of the range searched: the validation photos do not tell how sure to be"
+    elif result["nll_calibrated"] >= result["nll_raw"]:
+        reason = "it did no better on the validation photos it was not fitted on"
+    if reason:  # raw it is
+        result.update({"declined": result["temperature"], "temperature": 1.0, "reason": reason})
     return result
 
 
