@@ -71,4 +71,7 @@ def novelty_of(args: argparse.Namespace, meta: dict) -> Novelty | None:
 
 
 def trust_settings(args: argparse.Namespace, meta: dict) -> tuple[float, Novelty | None]:
-    return temperature_of(args, meta), novelty_of(args, meta)
+    """The temperature, and the novelty reference where a mode flags photos (--images, --evaluate):
+    building it loads scikit-learn and cleanlab, seconds the tutorial's random batch need not wait."""
+    flags = bool(getattr(args, "images", None) or getattr(args, "evaluate", None))
+    return temperature_of(args, meta), novelty_of(args, meta) if flags else None
