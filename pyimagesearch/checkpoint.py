@@ -35,13 +35,6 @@ def save(path: str, model: nn.Module, meta: dict[str, Any], only: list[str] | No
     atomic_write(path, lambda temp: torch.save(payload, temp), needed=payload_bytes(payload))
 
 
-def read_meta(path: str) -> dict[str, Any]:
-    """A checkpoint's metadata, its weights left on disk (memory-mapped, never read)."""
-    payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    payload.pop("model", None)
-    return payload
-
-
 def amend(path: str, **meta: Any) -> None:
     """Add ``meta`` to the metadata of a checkpoint this project wrote, atomically: the weights stay
     as they are (what the end of training adds once the model is chosen, such as its calibration)."""

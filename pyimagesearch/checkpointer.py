@@ -111,6 +111,7 @@ class Checkpointer:
         self.best_score = -1.0  # the best value of best_key: val_acc, or val_balanced_acc under --balanced
         self.best_key = "val_balanced_acc" if args.balanced else "val_acc"
         self.saved_epoch = 0
+        self.best_epoch = 0  # the epoch the best model is from
         self.resumed: dict[str, Any] | None = None
         if args.resume:
             self.resumed = resume.load(self.resume_path)
@@ -160,6 +161,7 @@ class Checkpointer:
             resume.set_rng_state(state["rng"][rank()], self.generators)
             self.best_score, self.saved_epoch = float(state["best_val_acc"]), state["epoch"]
             history = resume.checked_history(state["history"], state["epoch"])
+            self.best_epoch = max(history, key=lambda r: r.get(self.best_key, -1.0))["epoch"] if history else 0
         except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as error:
             raise resume.damaged(self.resume_path, f"{type(error).__name__}: {first_line(error)}") from None
         saved_images = state.get("train_images")
@@ -174,8 +176,10 @@ class Checkpointer:
         and the resumable state."""
         record = history[-1]
         epoch = int(record["epoch"])
-        if is_main_process() and record[self.best_key] > self.best_score:
-            checkpoint.save(self.best_path, self.model, self.meta(epoch, record))
+        if record[self.best_key] > self.best_score:
+            self.best_epoch = epoch
+            if is_main_process():
+                checkpoint.save(self.best_path, self.model, self.meta(epoch, record))
         self.best_score = max(self.best_score, record[self.best_key])  # the same on every process
         rng = gather_objects(resume.rng_state(self.generators))  # a collective: every process takes part
         if is_main_process():

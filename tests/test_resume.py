@@ -76,6 +76,12 @@ def test_a_run_stopped_by_sigint_resumes_and_extends_to_the_same_weights(sigint_
     assert history == reference_history
     assert all(torch.equal(state[k], reference_state[k]) for k in reference_state)  # bitwise
     assert [r.get("resumed", False) for r in raw] == [False, False, True, False]
+    # the best model's calibration and novelty reference are its own after a resume too: the resumed
+    # run knows which epoch its best model is from
+    for name in ("finetune_model_best.pth", "finetune_model.pth"):
+        resumed, reference = (torch.load(os.path.join(run, name), weights_only=True) for run in (cut, whole))
+        assert resumed["epoch"] == reference["epoch"]
+        assert torch.equal(resumed["novelty"]["reference"], reference["novelty"]["reference"]), name
 
 
 @pytest.mark.parametrize("mode", [["--cache-views", "2"], ["--no-feature-cache"]])

@@ -21,6 +21,7 @@ from ..engine import extract_features
 from ..feature_cache import Features  # (N, width) features and their labels
 from ..freezing import fold_frozen_batchnorm
 from ..model import Body
+from ..utils.digest import folder_digest
 from ..utils.distributed import is_distributed
 from ..utils.fileio import human_size
 from . import novelty, temperature
@@ -28,13 +29,14 @@ from . import novelty, temperature
 if TYPE_CHECKING:
     from ..session import TrainingSession
 
-def calibration_meta(judged: dict, val_ds) -> dict:
-    """What a checkpoint keeps of the judgement: the temperature, the figures, and which photos it
-    was fitted on (so that --evaluate on the same photos can say so)."""
-    from ..utils.digest import folder_digest
+def calibration_meta(judged: dict) -> dict:
+    """What a checkpoint keeps of the judgement: the temperature and the figures."""
+    return {key: value for key, value in judged.items() if not key.startswith("bins_")}
 
-    kept = {key: value for key, value in judged.items() if not key.startswith("bins_")}
-    return {**kept, "folder": os.path.realpath(val_ds.root),
+
+def fitted_on(val_ds) -> dict:
+    """Which photos the temperature was fitted on, so that --evaluate on the same ones can say so."""
+    return {"folder": os.path.realpath(val_ds.root),
             "photos_digest": folder_digest(val_ds.samples, val_ds.root, content=False)}
 
 
@@ -90,13 +92,13 @@ class CheckpointTrust:
         return judged, reference
 
     def __call__(self) -> dict:
-        final, best = self.checkpointer.path, self.checkpointer.best_path
+        final, best, photos = self.checkpointer.path, self.checkpointer.best_path, fitted_on(self.val_ds)
         judged, reference = self._fit(self.model)
-        checkpoint.amend(final, calibration=calibration_meta(judged, self.val_ds), novelty=reference)
+        checkpoint.amend(final, calibration={**calibration_meta(judged), **photos}, novelty=reference)
         # a best model of the final epoch is the final model: the same answers, without reading it again
-        same = checkpoint.read_meta(best)["epoch"] == checkpoint.read_meta(final)["epoch"]
+        same = self.checkpointer.best_epoch == self.checkpointer.saved_epoch
         best_judged, best_reference = (judged, reference) if same else self._fit(self._load(best))
-        checkpoint.amend(best, calibration=calibration_meta(best_judged, self.val_ds), novelty=best_reference)
+        checkpoint.amend(best, calibration={**calibration_meta(best_judged), **photos}, novelty=best_reference)
         self.log(describe(judged, reference))
         return judged
 
