@@ -55,6 +55,7 @@ class CheckpointTrust:
                                                                   session.loader_options, session.log)
         self.checkpointer, self.train_ds, self.val_ds, self.body_frozen = checkpointer, train_ds, val_ds, body_frozen
         self.model = model  # the final model, as it trained (on its device, BatchNorm folded with --fold-bn)
+        self.reference: dict | None = None
         whole = not is_distributed()  # under torchrun, a process's features are its share of the photos
         self.cached = (cached_train, cached_val) if whole else (None, None)
 
@@ -88,8 +89,9 @@ class CheckpointTrust:
         with torch.inference_mode():
             logits = self.compute.infer(model.fc, val_features).float().cpu()
         judged = temperature.judge(logits, val_labels, seed=self.args.seed)
-        reference = novelty.fit(train_features, val_features, self.args.seed) if len(train_features) > 1 else None
-        return judged, reference
+        if self.reference is None or not self.body_frozen:  # a frozen body's reference is every saved model's
+            self.reference = novelty.fit(train_features, val_features, self.args.seed) if len(train_features) > 1 else None
+        return judged, self.reference
 
     def __call__(self) -> dict:
         final, best, photos = self.checkpointer.path, self.checkpointer.best_path, fitted_on(self.val_ds)
