@@ -224,7 +224,10 @@ def test_a_checkpoint_without_calibration_or_novelty_loads_as_before_and_says_so
 
 
 @pytest.mark.parametrize("damage,what", [({"calibration": {"temperature": -1.0}}, "temperature"),
-                                          ({"novelty": {"reference": "x"}}, "novelty reference")])
+                                          ({"novelty": {"reference": "x"}}, "novelty reference"),
+                                          ({"novelty": {"reference": torch.zeros(4, 16), "k": 3, "validation_distances": {
+                                              "direction": torch.ones(3), "magnitude": torch.ones(3)}}},
+                                           "novelty reference")])
 def test_a_damaged_temperature_or_reference_is_one_paragraph(trained, tmp_path, capsys, damage, what):
     _, model = trained
     payload = {**torch.load(model, weights_only=True), **damage}

@@ -109,7 +109,7 @@ def load_predictor(args: argparse.Namespace, forward_chunk: int | str) -> Predic
     if args.fold_bn:
         fold_frozen_batchnorm(model)
     model = compute.prepare(model).eval()
-    temperature, reference = trust_settings(args, meta)
+    temperature, reference = trust_settings(args, meta, feature_width=Body(model).width)
     return Predictor(model, meta, compute, resolve_workers(args.num_workers, device), stem, temperature, reference)
 
 

@@ -48,8 +48,9 @@ def temperature_of(args: argparse.Namespace, meta: dict) -> float:
     return float(value)
 
 
-def novelty_of(args: argparse.Namespace, meta: dict) -> Novelty | None:
-    """The checkpoint's novelty reference at --unlike-percentile, or None (said once)."""
+def novelty_of(args: argparse.Namespace, meta: dict, feature_width: int | None = None) -> Novelty | None:
+    """The checkpoint's novelty reference at --unlike-percentile, or None (said once); its features
+    must be as wide as the body's (``feature_width``)."""
     if is_onnx(args.model):
         print("[INFO] an exported ONNX model gives logits only, not the features novelty is measured on: no photo "
               "is flagged as unlike every class (pass the .pth checkpoint for that)")
@@ -62,6 +63,7 @@ def novelty_of(args: argparse.Namespace, meta: dict) -> Novelty | None:
     try:
         reference, distances = state["reference"], state["validation_distances"]
         if not (isinstance(reference, torch.Tensor) and reference.dim() == 2 and len(reference) > 1
+                and reference.shape[1] == (feature_width or reference.shape[1])
                 and all(isinstance(distances[kind], torch.Tensor) and distances[kind].numel() > 0 for kind in KINDS)
                 and int(state["k"]) > 0):
             raise ValueError
@@ -70,8 +72,9 @@ def novelty_of(args: argparse.Namespace, meta: dict) -> Novelty | None:
         raise _damaged(args.model, "novelty reference") from None
 
 
-def trust_settings(args: argparse.Namespace, meta: dict) -> tuple[float, Novelty | None]:
+def trust_settings(args: argparse.Namespace, meta: dict, feature_width: int | None = None
+                   ) -> tuple[float, Novelty | None]:
     """The temperature, and the novelty reference where a mode flags photos (--images, --evaluate):
     building it loads scikit-learn and cleanlab, seconds the tutorial's random batch need not wait."""
     flags = bool(getattr(args, "images", None) or getattr(args, "evaluate", None))
-    return temperature_of(args, meta), novelty_of(args, meta) if flags else None
+    return temperature_of(args, meta), novelty_of(args, meta, feature_width) if flags else None
