@@ -32,8 +32,9 @@ def fitted_on(predictor: Predictor, ds) -> bool:
             or calibration.get("photos_digest") == folder_digest(ds.samples, ds.root, content=False))
 
 
-def judge_calibration(predictor: Predictor, logits: torch.Tensor, labels: torch.Tensor, ds) -> dict:
-    """The calibration figures for these photos, honest about which photos the temperature saw."""
+def judge_calibration(predictor: Predictor, logits: torch.Tensor, labels: torch.Tensor, seen: bool) -> dict:
+    """The calibration figures for these photos, honest about which photos the temperature saw
+    (``seen``: these are the photos it was fitted on)."""
     stored = predictor.meta.get("calibration")
     if not stored or not stored.get("fitted", False) or stored.get("declined"):
         judged = temperature.measure(logits, labels, 1.0)
@@ -41,7 +42,7 @@ def judge_calibration(predictor: Predictor, logits: torch.Tensor, labels: torch.
                if stored and stored.get("declined") else "the model carries no fitted temperature")
         return {key: value for key, value in judged.items() if not key.endswith("calibrated")} | {
             "fitted": False, "note": why}
-    if fitted_on(predictor, ds):
+    if seen:
         return temperature.judge(logits, labels) | {
             "note": "these are the photos the temperature was fitted on: each fold judged by a temperature "
                     "fitted on the other folds"}
@@ -77,7 +78,8 @@ def evaluate_folder(predictor: Predictor, folder: str, output: str, *, batch_siz
     logits, labels, novelty = _predict_all(predictor, loader, progress)
     seconds = time.perf_counter() - started
     labels = label_map[labels] if len(labels) else labels
-    calibration = judge_calibration(predictor, logits, labels, ds)
+    seen = fitted_on(predictor, ds)
+    calibration = judge_calibration(predictor, logits, labels, seen)
     flagged = int(predictor.unlike(novelty).sum()) if novelty is not None else None
     unlike = None if flagged is None else {"photos": len(labels), "unlike_every_class": flagged,
                                            "threshold": predictor.novelty.threshold,
@@ -88,7 +90,7 @@ def evaluate_folder(predictor: Predictor, folder: str, output: str, *, batch_siz
     print(describe_calibration(calibration))
     if flagged is not None:
         print(unlike_summary(predictor, flagged, len(labels),
-                             "validation photo(s)" if fitted_on(predictor, ds) else "photo(s)"))
+                             "validation photo(s)" if seen else "photo(s)"))
     return result
 
 

@@ -77,11 +77,9 @@ class Predictor:
         """Softmax of the logits divided by the temperature: calibrated, unless --no-calibration."""
         return (logits / self.temperature).softmax(1)
 
-    def unlike(self, novelty: np.ndarray | None) -> np.ndarray:
-        """Which photos are unlike every class (all False without a novelty reference)."""
-        if novelty is None or self.novelty is None:
-            return np.zeros(0 if novelty is None else len(novelty), dtype=bool)
-        return self.novelty.flags(novelty)
+    def unlike(self, novelty: np.ndarray | None) -> np.ndarray | None:
+        """Which photos are unlike every class, from ``forward``'s novelty (None without a reference)."""
+        return None if novelty is None else self.novelty.flags(novelty)
 
     def transform(self):
         return eval_transforms(self.meta["image_size"], self.meta["mean"], self.meta["std"])
@@ -233,7 +231,7 @@ def classify_files(predictor: Predictor, paths: Sequence[str], output: str, *, t
         for row, i in enumerate(indices):
             top = [{"class": class_names[int(c)], "probability": float(p)} for p, c in zip(values[row], classes[row])]
             rows.append({"path": files[i], "top": top, "novelty": None if novelty is None else float(novelty[row]),
-                         "unlike_every_class": bool(unlike[row]) if len(unlike) else False})
+                         "unlike_every_class": unlike is not None and bool(unlike[row])})
             print(f"{printable(files[i])}: " + ", ".join(f"{printable(t['class'])} {t['probability']:.3f}" for t in top)
                   + (f"  [unlike every class: novelty {novelty[row]:.2f}]" if rows[-1]["unlike_every_class"] else ""))
             if len(shown) < 16:

@@ -71,7 +71,11 @@ def reliability(probabilities: torch.Tensor, labels: torch.Tensor, bins: int = B
 
 def expected_calibration_error(probabilities: torch.Tensor, labels: torch.Tensor, bins: int = BINS) -> float:
     """Sum over the bins of (share of photos) x |accuracy - mean confidence|: 0 is perfectly calibrated."""
-    rows = reliability(probabilities, labels, bins)
+    return _ece(reliability(probabilities, labels, bins))
+
+
+def _ece(rows: list[dict[str, float]]) -> float:
+    """The expected calibration error of a reliability table."""
     total = sum(row["count"] for row in rows)
     return sum(row["count"] / total * abs(row["accuracy"] - row["confidence"]) for row in rows) if total else 0.0
 
@@ -97,21 +101,21 @@ def judge(logits: torch.Tensor, labels: torch.Tensor, seed: int = 0) -> dict:
     cannot bound it: with every validation photo right, the likelihood only improves as T falls
     (to an end of the range searched), and nothing in the photos says how sure to be."""
     logits, labels = logits.float().cpu(), labels.long().cpu()
-    raw = logits.softmax(1)
-    result = {"photos": len(labels), "ece_raw": expected_calibration_error(raw, labels),
-              "nll_raw": negative_log_likelihood(logits, labels)}
+    bins_raw = reliability(logits.softmax(1), labels)
+    result = {"photos": len(labels), "ece_raw": _ece(bins_raw), "nll_raw": negative_log_likelihood(logits, labels)}
     if len(labels) < MIN_PHOTOS:
         return {**result, "fitted": False, "temperature": 1.0}
-    result["bins_raw"] = reliability(raw, labels)
-    calibrated = torch.empty_like(raw)
+    result["bins_raw"] = bins_raw
+    calibrated = torch.empty_like(logits)
     nll = 0.0
     for fit, held in _folds(labels.numpy(), seed):
         fold_t = fit_temperature(logits[fit], labels[fit])
         calibrated[held] = (logits[held] / fold_t).softmax(1)
         nll += negative_log_likelihood(logits[held], labels[held], fold_t) * len(held)
+    bins_calibrated = reliability(calibrated, labels)
     result.update({"fitted": True, "temperature": fit_temperature(logits, labels), "folds": FOLDS,
-                   "ece_calibrated": expected_calibration_error(calibrated, labels), "nll_calibrated": nll / len(labels),
-                   "bins_calibrated": reliability(calibrated, labels)})
+                   "ece_calibrated": _ece(bins_calibrated), "nll_calibrated": nll / len(labels),
+                   "bins_calibrated": bins_calibrated})
     reason = None
     if bool((logits.argmax(1) == labels).all()):
         reason = "every validation photo is predicted right: nothing in them tells how sure the model should be"
@@ -129,11 +133,10 @@ def measure(logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> d
     probabilities, for photos the temperature was not fitted on (``--evaluate`` on another folder).
     The reliability tables need MIN_PHOTOS photos: with fewer, the bins say nothing."""
     logits, labels = logits.float().cpu(), labels.long().cpu()
-    raw, calibrated = logits.softmax(1), (logits / temperature).softmax(1)
+    bins_raw, bins_calibrated = reliability(logits.softmax(1), labels), reliability((logits / temperature).softmax(1), labels)
     result = {"photos": len(labels), "temperature": temperature,
-              "ece_raw": expected_calibration_error(raw, labels), "nll_raw": negative_log_likelihood(logits, labels),
-              "ece_calibrated": expected_calibration_error(calibrated, labels),
-              "nll_calibrated": negative_log_likelihood(logits, labels, temperature)}
+              "ece_raw": _ece(bins_raw), "nll_raw": negative_log_likelihood(logits, labels),
+              "ece_calibrated": _ece(bins_calibrated), "nll_calibrated": negative_log_likelihood(logits, labels, temperature)}
     if len(labels) < MIN_PHOTOS:
         return result
-    return {**result, "bins_raw": reliability(raw, labels), "bins_calibrated": reliability(calibrated, labels)}
+    return {**result, "bins_raw": bins_raw, "bins_calibrated": bins_calibrated}
