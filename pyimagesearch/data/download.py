@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from tqdm import tqdm
 
 from ..utils.errors import UserError
-from ..utils.fileio import new_temp_file, new_temp_folder, remove_leftovers
+from ..utils.fileio import fresh_temp_beside
 
 FLOWER_CLASSES = ("daisy", "dandelion", "roses", "sunflowers", "tulips")
 
@@ -57,11 +57,7 @@ def download(url: str, archive: str, limits: DownloadLimits, expected_size: int 
     if os.path.isfile(archive) and (expected_size is None or os.path.getsize(archive) == expected_size):
         print(f"[INFO] reusing the downloaded archive {archive}")
         return archive
-    folder = os.path.dirname(os.path.abspath(archive))
-    os.makedirs(folder, exist_ok=True)
-    name = os.path.basename(archive)
-    remove_leftovers(folder, name, ("part",))
-    partial = new_temp_file(folder, name, "part")
+    partial = fresh_temp_beside(archive, "part")
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as response, open(partial, "wb") as out:
             length = response.headers.get("Content-Length")
@@ -151,11 +147,7 @@ def extract(archive: str, target: str, limits: DownloadLimits, top_folder: str =
             expected_classes: tuple[str, ...] | None = None) -> str:
     """Unpack ``archive`` and move its ``top_folder`` (or its only folder) to ``target``, via a
     temporary folder beside it: an interrupted run leaves no half-extracted dataset."""
-    parent = os.path.dirname(os.path.abspath(target))
-    os.makedirs(parent, exist_ok=True)
-    name = os.path.basename(target)
-    remove_leftovers(parent, name, ("extract",))
-    staging = new_temp_folder(parent, name, "extract")
+    staging = fresh_temp_beside(target, "extract", folder=True)
     try:
         try:
             with tarfile.open(archive, "r:*") as tar:

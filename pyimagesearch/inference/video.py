@@ -99,8 +99,7 @@ def classify_stream(predictor: Predictor, source: str | int, output: str, *, top
         source_fps = 30.0
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if not camera else 0
     name = f"{stem}_{'camera' if camera else 'video'}"
-    fileio.remove_leftovers(output, name, ("video",))  # what a killed run left
-    staging = fileio.new_temp_folder(output, name, "video")
+    staging = fileio.fresh_temp_beside(os.path.join(output, name), "video", folder=True)  # a killed run's removed
     csv_path = os.path.join(staging, f"{name}.csv")
     top_k = max(1, min(top_k, len(class_names)))
     if show and not has_display():

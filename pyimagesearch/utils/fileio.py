@@ -139,6 +139,15 @@ def new_temp_folder(folder: str, name: str, kind: str) -> str:
             continue
 
 
+def fresh_temp_beside(path: str, kind: str = "tmp", folder: bool = False) -> str:
+    """A new empty temporary file (or ``folder``) of ``kind`` beside ``path``, its folder created,
+    after removing what a killed run left there for the same name and kind."""
+    parent, name = os.path.split(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    remove_leftovers(parent, name, (kind,))
+    return new_temp_folder(parent, name, kind) if folder else new_temp_file(parent, name, kind)
+
+
 NO_ROOM = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
@@ -182,11 +191,7 @@ def no_room(error: OSError, path: str, needed: int | None, written: int) -> User
 def atomic_write(path: str, write: Callable[[str], object], needed: int | None = None) -> None:
     """Call ``write(temp_path)`` then rename over ``path``: readers never see half a file. A disk
     that fills up (or a file-size limit) is one paragraph naming the file and the ``needed`` bytes."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    name = os.path.basename(path)
-    remove_leftovers(folder, name)
-    temp_path = new_temp_file(folder, name)
+    temp_path = fresh_temp_beside(path)
     try:
         write(temp_path)
         os.replace(temp_path, path)
@@ -197,7 +202,7 @@ def atomic_write(path: str, write: Callable[[str], object], needed: int | None =
             os.remove(temp_path)
         if isinstance(error, OSError) and error.errno in NO_ROOM:
             raise no_room(error, path, needed, written) from None
-        short = _room_short_of(folder, needed) if isinstance(error, Exception) else None
+        short = _room_short_of(os.path.dirname(temp_path), needed) if isinstance(error, Exception) else None
         if short is not None:  # torch.save says only "unexpected pos 704 vs 598" when the disk is full
             raise no_room(OSError(short, os.strerror(short)), path, needed, written) from None
         raise
