@@ -59,11 +59,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     with TrainingSession(args, trains_body=True) as session:  # outputs checked; device, precision, seeds; torchrun
         compute = session.compute
 
-        # the training and validation sets, through the tutorial's dataloader helper
+        # the training and validation sets, through the tutorial's dataloader helper; both are read in every
+        # epoch, so on a GPU their photos are decoded once and transformed there (--decode-once)
         train_ds, train_loader = get_dataloader(args.train, train_transforms(args.image_size), args.batch_size,
-                                                shuffle=True, **session.loader_options)
+                                                shuffle=True, decode_once=args.decode_once, progress=args.progress,
+                                                **session.loader_options)
         val_ds, val_loader = get_dataloader(args.val, eval_transforms(args.image_size), args.batch_size,
-                                            shuffle=False, **session.loader_options)
+                                            shuffle=False, decode_once=args.decode_once, progress=args.progress,
+                                            **session.loader_options)
         session.check_and_describe_data(train_ds, val_ds)
         checkpointer = session.checkpointer_for(train_ds, head="mlp")  # checks a --resume state now
 

@@ -69,6 +69,10 @@ def training_parser(description: str, *, batch_size: int, lr: float, plot: str, 
     add("--weights", default=config.WEIGHTS,
         help=f"IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT, a .pth state dict, or none: {STAND_IN}, an offline stand-in "
              "for smoke runs and the demo, never applied to real weights (default: %(default)s)")
+    add("--decode-once", choices=("auto", "on", "off"), default=config.DECODE_ONCE,
+        help="decode each photo once, keep it as uint8 on the device and augment whole batches there "
+             "(memory: 3 bytes a pixel, about 1.3 GiB for the tutorial's flowers); auto: on a CUDA GPU "
+             "when the photos take at most half of its free memory (default: %(default)s)")
     add("--seed", type=cli.seed, default=config.SEED, help="random seed (default: %(default)s)")
     add("--compile", action=argparse.BooleanOptionalAction, default=config.COMPILE,
         help="torch.compile the trained part (default: %(default)s)")

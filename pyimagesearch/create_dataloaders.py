@@ -9,6 +9,7 @@ process's share under torchrun).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, TensorDataset
@@ -16,10 +17,14 @@ from torchvision import datasets
 from torchvision import transforms as T
 
 from . import config
+from .data import decoded
+from .data.batch_augment import DEGREES, RATIO, SCALE, EvalNormalize, TrainAugment
+from .data.decoded import EVAL, TRAIN
+from .data.decoded_batches import DecodedLoader
 from .data.images import ImageFileFilter, RGBLoader, train_draft_size
 from .utils.distributed import rank, share_sampler
 from .utils.errors import UserError
-from .utils.fileio import walk_class_folders
+from .utils.fileio import human_size, walk_class_folders
 from .utils.runtime import resolve_workers
 
 
@@ -149,18 +154,87 @@ def make_loader(ds: Dataset, batch_size: int, shuffle: bool, num_workers: int | 
 
 def get_dataloader(rootDir: str, transforms, batchSize: int, shuffle: bool = True, *,
                    num_workers: int | str | None = None, device: str = config.DEVICE, seed: int = config.SEED,
-                   equal_shares: bool = False, start_method: str | None = None) -> tuple[datasets.ImageFolder, DataLoader]:
-    """The tutorial's helper: an ImageFolder over ``rootDir`` and a DataLoader over it.
+                   equal_shares: bool = False, start_method: str | None = None, decode_once: str = "off",
+                   progress: bool = True) -> tuple[datasets.ImageFolder, DataLoader | DecodedLoader]:
+    """The tutorial's helper: an ImageFolder over ``rootDir`` and a loader over it.
 
     Unlike the tutorial, ``num_workers`` is not ``os.cpu_count()`` everywhere (dozens of
     processes on a big CPU-only machine, each taking a core the math needs) but
     config.NUM_WORKERS, sized from the device by default; and JPEGs are decoded only as large
     as ``transforms`` needs (decode_size).
+
+    ``decode_once`` (config.DECODE_ONCE) "on" decodes every photo once, keeps it as uint8 on
+    ``device`` and makes each batch there with the same transforms (a DecodedLoader); "auto" does
+    so on a CUDA GPU when the photos fit in half its free memory; "off" decodes every photo in
+    every epoch, in the DataLoader's workers. The dataset's ``pipeline`` says which it is.
     """
     ds = image_folder(rootDir, transforms, draft_size=decode_size(transforms))
+    declined = ""
+    if decode_once != "off":
+        loader, declined = decoded_loader(ds, transforms, batchSize, shuffle, decode_once, num_workers=num_workers,
+                                          device=device, seed=seed, equal_shares=equal_shares,
+                                          start_method=start_method, progress=progress)
+        if loader is not None:
+            return ds, loader
     loader = make_loader(ds, batchSize, shuffle, num_workers, device, seed, equal_shares=equal_shares,
                          start_method=start_method)
+    ds.pipeline = f"decoded and transformed photo by photo in every pass, by {loader.num_workers} worker(s){declined}"
     return ds, loader
+
+
+def batch_transform_for(transforms) -> tuple[str, int, Callable, Callable | None] | None:
+    """(kind, size, batch transform, Pillow resize) for the tutorial's training or validation
+    transforms, the two that can run on whole batches of decoded photos; None for any other."""
+    steps = transforms.transforms if isinstance(transforms, T.Compose) else []
+    kinds = [type(step) for step in steps]
+    if kinds[-2:] != [T.ToTensor, T.Normalize]:
+        return None
+    mean, std = steps[-1].mean, steps[-1].std
+    first = steps[0]
+    if kinds[:-2] == [T.RandomResizedCrop, T.RandomHorizontalFlip, T.RandomRotation] \
+            and first.size[0] == first.size[1] and tuple(first.scale) == SCALE and tuple(first.ratio) == RATIO \
+            and steps[1].p == 0.5 and list(steps[2].degrees) == [-DEGREES, DEGREES] \
+            and steps[2].interpolation == T.InterpolationMode.NEAREST and not steps[2].expand \
+            and steps[2].center is None and steps[2].fill in (0, None):
+        return TRAIN, first.size[0], TrainAugment(first.size[0], mean, std), None
+    if kinds[:-2] == [T.Resize] and isinstance(first.size, (tuple, list)) and first.size[0] == first.size[1]:
+        return EVAL, first.size[0], EvalNormalize(mean, std), first
+    return None
+
+
+def decoded_loader(ds: datasets.ImageFolder, transforms, batch_size: int, shuffle: bool, setting: str, *,
+                   num_workers: int | str | None, device: str, seed: int, equal_shares: bool,
+                   start_method: str | None, progress: bool) -> tuple[DecodedLoader | None, str]:
+    """``ds``'s photos decoded once onto ``device`` (by the DataLoader's workers) and a loader of
+    batches transformed there; (None, why) where ``setting`` "auto" declines: off CUDA, or photos
+    that would take more than half of the device's free memory."""
+    plan = batch_transform_for(transforms)
+    if plan is None:
+        raise ValueError("decode_once needs the tutorial's train_transforms or eval_transforms")
+    kind, size, transform, eval_resize = plan
+    target = torch.device(device)
+    if setting == "auto" and target.type != "cuda":
+        return None, ""  # on a CPU the model, not the input, sets the pace: nothing to say
+    paths = [path for path, _ in ds.samples]
+    fits, line = decoded.fits(paths, kind, size, target)
+    if not fits:
+        if setting == "on":
+            raise decoded.refuse_too_large(line, ds.root)
+        return None, f" (not decoded once: {line}, more than half)"
+    decoder = decoded.PhotoDecoder(paths, kind, size, eval_resize)
+    batches = make_loader(decoder, 16, False, num_workers, device, seed, split_across_processes=False,
+                          collate_fn=list, start_method=start_method)
+    photos = decoded.DecodedPhotos.gather(batches, len(paths), target, progress=progress and rank() == 0,
+                                          desc=f"decoding {os.path.basename(os.path.normpath(ds.root))} once")
+    del batches  # its workers end now
+    generator = torch.Generator()
+    generator.manual_seed(seed + rank())
+    sampler = share_sampler(ds, shuffle, equal_shares, seed)
+    if sampler is None:
+        sampler = RandomSampler(ds, generator=generator) if shuffle else SequentialSampler(ds)
+    what = "augmented" if kind == TRAIN else "normalised"
+    ds.pipeline = f"decoded once, kept as uint8 ({human_size(photos.nbytes)} on {target}), {what} there batch by batch"
+    return DecodedLoader(ds, photos, transform, batch_size, sampler, generator), ""
 
 
 def feature_loader(features: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool,

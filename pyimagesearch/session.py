@@ -185,7 +185,9 @@ class TrainingSession:
         class imbalance, and how many images, classes and workers the run has."""
         check_classes_and_log_skips(train_ds, val_ds, self.args, self.log)
         self.log(f"[INFO] {len(train_ds)} training and {len(val_ds)} validation images, {len(train_ds.classes)} "
-                 f"classes; running on {self.compute.describe()}, {self.num_workers} loader worker(s)")
+                 f"classes; running on {self.compute.describe()}")
+        for name, ds in (("training", train_ds), ("validation", val_ds)):
+            self.log(f"[INFO] {name} photos: {ds.pipeline}")
 
     def checkpointer_for(self, train_ds, head: str) -> Checkpointer:
         """The run's checkpointer, which reads and checks a --resume state now, before any model is

@@ -84,8 +84,10 @@ def test_a_run_stopped_by_sigint_resumes_and_extends_to_the_same_weights(sigint_
         assert torch.equal(resumed["novelty"]["reference"], reference["novelty"]["reference"]), name
 
 
-@pytest.mark.parametrize("mode", [["--cache-views", "2"], ["--no-feature-cache"]])
+@pytest.mark.parametrize("mode", [["--cache-views", "2"], ["--no-feature-cache", "--decode-once", "on"]])
 def test_feature_extraction_resumes_exactly_with_its_features_from_the_cache(tmp_path, small_dataset, mode):
+    """With the feature cache the views come back from it; without, every epoch's augmentation is
+    drawn from the loader's generator, photos decoded once, which --resume restores."""
     def run(name, *extra):
         args = train_args(tmp_path, small_dataset, "warmup", "--no-report", *mode, *extra)
         args[args.index("--model") + 1] = str(tmp_path / name / "warmup_model.pth")

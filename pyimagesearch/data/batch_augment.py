@@ -1,0 +1,145 @@
+"""The tutorial's augmentations and normalisation on whole batches of uint8 photos, on any device.
+
+Photos decoded once (decoded.py) are augmented where they are kept, a batch at a time, instead of
+by DataLoader workers photo by photo. Faithful to the tutorial's transforms:
+
+- ``RandomResizedCrop(size)``: each photo's crop is drawn as torchvision draws it (the same
+  algorithm, the same calls, so the same numbers from the same generator state), then resized
+  bilinearly with antialiasing and rounded to whole 0-255 levels, as torchvision's uint8 resize;
+- ``RandomHorizontalFlip()``: a flip with probability one half;
+- ``RandomRotation(90)``: an angle uniform in [-90, 90] degrees about the centre, nearest pixels,
+  the corners filled with black, with torchvision's sampling grid;
+- ``ToTensor()`` and ``Normalize(mean, std)``: the same arithmetic, in float32 on the device.
+
+Per photo, the draws come in the tutorial's order (crop, flip, angle).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+SCALE = (0.08, 1.0)  # RandomResizedCrop's defaults
+RATIO = (3 / 4, 4 / 3)
+DEGREES = 90.0  # the tutorial's RandomRotation(90)
+
+
+def _uniform(low: float, high: float, generator: torch.Generator) -> float:
+    return torch.empty(1).uniform_(low, high, generator=generator).item()
+
+
+def draw_crop(height: int, width: int, generator: torch.Generator, scale: Sequence[float] = SCALE,
+              ratio: Sequence[float] = RATIO) -> tuple[int, int, int, int]:
+    """(top, left, height, width) of a random resized crop: torchvision's
+    ``RandomResizedCrop.get_params``, drawn from ``generator`` instead of the global generator."""
+    area = height * width
+    log_ratio = torch.log(torch.tensor(ratio))
+    for _ in range(10):
+        target_area = area * _uniform(scale[0], scale[1], generator)
+        aspect_ratio = torch.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1], generator=generator)).item()
+        w = round(math.sqrt(target_area * aspect_ratio))
+        h = round(math.sqrt(target_area / aspect_ratio))
+        if 0 < w <= width and 0 < h <= height:
+            i = torch.randint(0, height - h + 1, size=(1,), generator=generator).item()
+            j = torch.randint(0, width - w + 1, size=(1,), generator=generator).item()
+            return i, j, h, w
+    in_ratio = width / height  # ten misses: the central crop torchvision falls back to
+    if in_ratio < min(ratio):
+        w, h = width, round(width / min(ratio))
+    elif in_ratio > max(ratio):
+        h, w = height, round(height * max(ratio))
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def draw_flip(generator: torch.Generator) -> bool:
+    """RandomHorizontalFlip's draw: ``torch.rand(1) < 0.5``."""
+    return bool(torch.rand(1, generator=generator) < 0.5)
+
+
+def draw_angle(generator: torch.Generator, degrees: float = DEGREES) -> float:
+    """RandomRotation's draw: an angle uniform in [-degrees, degrees]."""
+    return _uniform(-degrees, degrees, generator)
+
+
+def resized_crop(photo: torch.Tensor, box: tuple[int, int, int, int], size: int) -> torch.Tensor:
+    """One uint8 (3, H, W) photo's crop ``box`` resized to (3, size, size): bilinear with
+    antialiasing in float32, rounded to whole 0-255 levels, as torchvision resizes a uint8 tensor."""
+    top, left, height, width = box
+    crop = photo[None, :, top:top + height, left:left + width].float()
+    resized = F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return resized[0].round_().clamp_(0, 255)
+
+
+def rotate(batch: torch.Tensor, angles: Sequence[float]) -> torch.Tensor:
+    """Each image of a (B, C, H, W) float batch turned by its angle in degrees, counter-clockwise,
+    about its centre: nearest pixels, zeros outside. The sampling grid is torchvision's
+    (``transforms.functional.rotate`` on a tensor), one batched grid_sample instead of B calls."""
+    count, _, height, width = batch.shape
+    device = batch.device
+    radians = torch.tensor(angles, dtype=torch.float64).deg2rad()
+    cos, sin = radians.cos(), radians.sin()
+    zero = torch.zeros_like(cos)
+    # torchvision's inverse matrix for rotate(angle): [cos, -sin, 0, sin, cos, 0] in centred pixels
+    theta = torch.stack([cos, -sin, zero, sin, cos, zero], 1).view(count, 2, 3).to(device, torch.float32)
+    xs = torch.linspace(-width * 0.5 + 0.5, width * 0.5 - 0.5, steps=width, device=device)
+    ys = torch.linspace(-height * 0.5 + 0.5, height * 0.5 - 0.5, steps=height, device=device)
+    base = torch.stack([xs.expand(height, width), ys[:, None].expand(height, width),
+                        torch.ones(height, width, device=device)], -1).view(1, height * width, 3)
+    scale = torch.tensor([0.5 * width, 0.5 * height], device=device)
+    grid = base.expand(count, -1, -1).bmm(theta.transpose(1, 2) / scale).view(count, height, width, 2)
+    return F.grid_sample(batch, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+
+
+class Normalize:
+    """ToTensor and Normalize on a uint8 batch: (x / 255 - mean) / std, in float32 on x's device."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.mean, self.std = list(mean), list(std)
+        self._device_constants: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        device = batch.device
+        if device not in self._device_constants:
+            mean = torch.tensor(self.mean, device=device).view(1, -1, 1, 1) * 255
+            std = torch.tensor(self.std, device=device).view(1, -1, 1, 1) * 255
+            self._device_constants[device] = (mean, std)
+        mean, std = self._device_constants[device]
+        return (batch.float() - mean) / std
+
+
+class TrainAugment:
+    """The tutorial's training transform on a batch: a list of uint8 (3, H, W) photos of any sizes
+    in, a normalised float32 (B, 3, size, size) batch out, on the photos' device; every random draw
+    from the caller's generator."""
+
+    def __init__(self, size: int, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.size = size
+        self.normalize = Normalize(mean, std)
+
+    def draw(self, shapes: Sequence[tuple[int, int]], generator: torch.Generator) -> list[tuple[tuple, bool, float]]:
+        """Each photo's (crop box, flip, angle), drawn in the tutorial's order."""
+        return [(draw_crop(height, width, generator), draw_flip(generator), draw_angle(generator))
+                for height, width in shapes]
+
+    def __call__(self, photos: Sequence[torch.Tensor], generator: torch.Generator) -> torch.Tensor:
+        params = self.draw([tuple(photo.shape[-2:]) for photo in photos], generator)
+        crops = (resized_crop(photo, box, self.size) for photo, (box, _, _) in zip(photos, params))
+        batch = torch.stack([crop.flip(-1) if flip else crop for crop, (_, flip, _) in zip(crops, params)])
+        batch = rotate(batch, [angle for _, _, angle in params])
+        return self.normalize(batch)
+
+
+class EvalNormalize:
+    """The tutorial's validation transform on a batch of photos kept squash-resized (decoded.py):
+    only ToTensor and Normalize are left to do. Draws nothing."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.normalize = Normalize(mean, std)
+
+    def __call__(self, photos: Sequence[torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.normalize(torch.stack(list(photos)))
