@@ -6,6 +6,7 @@ Usage:
     python benchmarks/bench_training.py --weights ~/.cache/torch/hub/checkpoints/resnet50-0676ba61.pth
     python benchmarks/bench_training.py --only ft-tutorial ft-project --repeats 3   # median of 3 rounds
     python benchmarks/bench_training.py --only loader ft-project                   # size the DataLoader workers
+    python benchmarks/bench_training.py --only loader ft-project ft-project-decoded   # photos decoded once or not
     python benchmarks/bench_training.py --only latency --device cpu                # PyTorch vs OpenCV DNN, one image
     python benchmarks/bench_training.py --only ft-project ft-project+glibc-default+fork-workers  # kept memory, fork server
     python benchmarks/bench_training.py --only ft-project ft-project+glibc-default ft-project+fork-workers  # one each
@@ -132,6 +133,7 @@ def tutorial_run(mode: str, args) -> dict:
 def project_run(mode: str, args, extra: list[str], epochs: int) -> dict:
     import fine_tune
     import train_feature_extraction
+    from pyimagesearch import engine
 
     out = tempfile.mkdtemp()
     argv = ["--train", os.path.join(args.dataset, "train"), "--val", os.path.join(args.dataset, "val"),
@@ -141,12 +143,12 @@ def project_run(mode: str, args, extra: list[str], epochs: int) -> dict:
             "--seed", str(args.seed), "--no-report", "--no-progress", *extra]
     script = train_feature_extraction if mode == "fe" else fine_tune
     passes: list[dict] = []
-    real = measured_passes(script, passes)
+    real = measured_passes(passes)
     started = time.perf_counter()
     try:
         script.main(argv)
     finally:
-        script.train_one_epoch = real
+        engine.train_one_epoch = real
     total = time.perf_counter() - started
     with open(os.path.join(out, "plot_history.json")) as handle:
         history = json.load(handle)
@@ -260,7 +262,45 @@ def loader_rate(args, passes: int = 2) -> dict:
             for x, _ in loader:
                 count += len(x)
         rates[workers] = count / (time.perf_counter() - started)
-    return {"images_per_s": rates, "per_worker": rates[1]}
+    return {"images_per_s": rates, "per_worker": rates[1], "decoded_once": decoded_rate(args, passes)}
+
+
+def decoded_rate(args, passes: int = 2) -> dict:
+    """The same photos decoded once (--decode-once on): the one-off decode by one worker, then the
+    batches cropped, flipped, rotated and normalised on --device by the main process, on one CPU
+    thread when that device is the CPU (so both rates are per core there)."""
+    import torch
+
+    from pyimagesearch.create_dataloaders import get_dataloader, train_transforms
+
+    device = torch.device(args.device)
+    threads = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+
+    def wait():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    try:
+        started = time.perf_counter()
+        ds, loader = get_dataloader(os.path.join(args.dataset, "train"), train_transforms(args.image_size),
+                                    args.batch_size, True, num_workers=1, device=args.device, decode_once="on",
+                                    progress=False)
+        decode_seconds = time.perf_counter() - started
+        for _ in loader:  # warm-up
+            pass
+        wait()
+        started, count = time.perf_counter(), 0
+        for _ in range(passes):
+            for x, _ in loader:
+                count += len(x)
+        wait()
+        augment = count / (time.perf_counter() - started)
+    finally:
+        torch.set_num_threads(threads)
+    return {"decode_per_s": len(ds) / decode_seconds, "augment_per_s": augment, "bytes": loader.photos.nbytes,
+            "device": str(device)}
 
 
 def single_image_latency(args, runs: int = 20) -> dict:
@@ -333,8 +373,12 @@ def child(args) -> None:
         result = project_run("fe", args, ["--feature-cache", "--cache-views", "1"], args.fe_epochs)
     elif kind == "fe-project-views":
         result = project_run("fe", args, ["--feature-cache", "--cache-views", str(args.views)], args.fe_epochs)
+    elif kind == "fe-project-decoded":
+        result = project_run("fe", args, ["--no-feature-cache", "--decode-once", "on"], args.fe_epochs)
     elif kind == "ft-project":
         result = project_run("ft", args, [], args.epochs)
+    elif kind == "ft-project-decoded":
+        result = project_run("ft", args, ["--decode-once", "on"], args.epochs)
     elif kind == "ceiling":
         result = arithmetic_ceiling(args)
     elif kind == "decode":
@@ -452,10 +496,13 @@ def _live_descendants() -> list[tuple[float, float, int]]:
     return [stats[pid][1:] for pid in family - {os.getpid()}]
 
 
-def measured_passes(script, passes: list[dict]):
-    """Wrap ``script.train_one_epoch`` so that each training pass's usage (workers included) and
-    image count land in ``passes``: what a run costs per image once set-up is done."""
-    real = script.train_one_epoch
+def measured_passes(passes: list[dict]):
+    """Wrap ``engine.train_one_epoch`` (which the scripts import when main runs) so that each training
+    pass's usage (workers included) and image count land in ``passes``: what a run costs per image
+    once set-up is done. Returns the real one, for the caller to put back."""
+    from pyimagesearch import engine
+
+    real = engine.train_one_epoch
 
     def train_one_epoch(*args, **kwargs):
         before = process_usage()
@@ -464,7 +511,7 @@ def measured_passes(script, passes: list[dict]):
         passes.append({**{key: after[key] - before[key] for key in after}, "images": result["count"]})
         return result
 
-    script.train_one_epoch = train_one_epoch
+    engine.train_one_epoch = train_one_epoch
     return real
 
 
@@ -597,9 +644,11 @@ def report(results: dict, args) -> None:
               f"project loader {d['project_draft'] * 1000:.1f} ms")
     rows = []
     groups = (("feature extraction", args.fe_epochs, "fe-tutorial",
-               (("fe-project-uncached", "project, no cache"), ("fe-project-cached", "project cached (1 view)"),
+               (("fe-project-uncached", "project, no cache"), ("fe-project-decoded", "project, no cache, decoded once"),
+                ("fe-project-cached", "project cached (1 view)"),
                 ("fe-project-views", f"project cached ({args.views} views)"))),
-              ("fine-tuning", args.epochs, "ft-tutorial", (("ft-project", "project"),)))
+              ("fine-tuning", args.epochs, "ft-tutorial", (("ft-project", "project"),
+                                                           ("ft-project-decoded", "project, decoded once"))))
     for what, epochs, tutorial_kind, project_kinds in groups:
         project_kinds = [(variant, f"{label}, {variant_label(variant)}" if variant != kind else label)
                          for kind, label in project_kinds for variant in results if split_variant(variant)[0] == kind]
@@ -644,6 +693,11 @@ def report(results: dict, args) -> None:
         two = loader["images_per_s"].get("2", loader["images_per_s"].get(2))
         print(f"training loader (decode + augmentation, warm cache): {per_worker:.0f} images/s with 1 worker, "
               f"{two:.0f} with 2")
+        once = loader.get("decoded_once")
+        if once:
+            where = "per core" if once["device"] == "cpu" else f"on {once['device']}"
+            print(f"  decoded once ({once['bytes'] / 2**20:.0f} MiB of uint8): decoding {once['decode_per_s']:.0f} photos/s "
+                  f"by 1 worker, once; then augmenting {once['augment_per_s']:.0f} photos/s {where}, in every epoch")
         for label, kind in (("fine-tuning", "ft-project"), ("feature extraction, no cache", "fe-project-uncached")):
             run = results.get(kind)
             if run:

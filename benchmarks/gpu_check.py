@@ -2,11 +2,17 @@
 
 Usage:
     make gpu-check                                  # python benchmarks/gpu_check.py, in the project's .venv
+    python benchmarks/gpu_check.py --small          # the quick steps instead of the tutorial's size
     PYTHONPATH=.gpu-deps python3 benchmarks/gpu_check.py --output gpu_check.json   # PyTorch installed, no .venv
 
 It runs, each step timed and recorded even when another fails:
   1. the machine: GPU name, compute capability, memory, driver, torch and CUDA versions, host CPU;
-  2. the GPU tests (tests/test_gpu.py): bf16 and fp16 autocast, channels_last, the feature cache;
+  2. the GPU tests (tests/test_gpu.py): bf16 and fp16 autocast, channels_last, the feature cache,
+     photos decoded once on the GPU;
+  3. the tutorial at its own size (benchmarks/full_size.py): 3,670 generated flower photos through
+     build_dataset.py and the four scripts, the model alone and the input alone, and the tutorial's
+     own loop, with every core and with two (taskset).
+With --small, instead of 3:
   3. feature extraction and fine-tuning, 2 epochs each on generated photos at 224 px, with images/s
      and peak GPU memory;
   4. fine-tuning under torchrun with 1 process, and with 2 where there are two GPUs;
@@ -170,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-class", type=int, default=80, help="generated training photos per class")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--skip", nargs="*", default=[], help="steps to leave out: tests, torchrun, bench")
+    parser.add_argument("--small", action="store_true",
+                        help="the quick steps (2 epochs on --per-class photos) instead of the tutorial's size")
+    parser.add_argument("--full-size-timeout", type=int, default=420, help="seconds for the full-size step")
     args = parser.parse_args(argv)
     import torch
 
@@ -183,6 +192,16 @@ def main(argv: list[str] | None = None) -> int:
         if "tests" not in args.skip:
             step(report, "tests", lambda: run_command([python, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                                                        "tests/test_gpu.py"], timeout_s=240), args.output)
+        if not args.small:
+            full_size_output = os.path.join(work, "full_size.json")
+
+            def full_size() -> dict:
+                run = run_command([python, "benchmarks/full_size.py", "--output", full_size_output],
+                                  timeout_s=args.full_size_timeout)
+                return {**run, "result": json.load(open(full_size_output)) if os.path.exists(full_size_output) else None}
+            step(report, "full_size", full_size, args.output)
+            write_report(report, args.output)
+            return 1 if not report["full_size"]["ok"] or not report.get("tests", {}).get("ok", True) else 0
         step(report, "training", lambda: training_runs(base, os.path.join(work, "out"), args.image_size, "cuda"), args.output)
         checkpoint = os.path.join(work, "out", "fine_tuning", "finetune_model.pth")
         if "torchrun" not in args.skip:

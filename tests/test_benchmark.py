@@ -127,3 +127,11 @@ def test_a_gpu_check_step_that_fails_is_recorded_and_the_others_still_run(tmp_pa
     assert report["broken"]["ok"] is False and "ZeroDivisionError" in report["broken"]["error"]
     assert report["failing command"]["ok"] is False and report["fine"]["ok"] is True
     assert report["fine"]["result"]["value"] == 3
+
+
+def test_a_project_row_times_the_script_and_counts_each_training_pass(small_dataset):
+    args = argparse.Namespace(dataset=small_dataset, weights="none", image_size=32, batch_size=4, num_workers=0,
+                              device="cpu", seed=0)
+    run = bench_training.project_run("fe", args, ["--feature-cache"], 2)
+    assert [p["images"] for p in run["passes"]] == [run["train_images"]] * 2 == [21, 21]
+    assert len(run["epochs"]) == 2 and run["total_seconds"] > sum(e["seconds"] for e in run["epochs"])

@@ -94,3 +94,31 @@ def test_heatmaps_on_the_gpu_peak_where_the_unfolded_fp32_ones_on_the_cpu_do(tmp
     gpu_peaks = [divmod(int(m.argmax()), m.shape[1]) for m in mapped]
     assert gpu.amp_dtype is not None and all(max(abs(a - c), abs(b - d)) <= 1 for (a, b), (c, d) in zip(peaks, gpu_peaks))
     assert sum(p == q for p, q in zip(peaks, gpu_peaks)) >= 0.9 * len(peaks)
+
+
+def test_photos_decoded_once_on_the_gpu_give_the_cpus_batches_and_fine_tuning_uses_them(tmp_path, splits, capsys):
+    from pyimagesearch.create_dataloaders import eval_transforms, get_dataloader, train_transforms
+    from pyimagesearch.data.batch_augment import TrainAugment
+    from pyimagesearch.data.decoded_batches import DecodedLoader
+
+    val = f"{splits}/val"
+    common = dict(num_workers=0, progress=False, decode_once="on")
+    _, on_cpu = get_dataloader(val, eval_transforms(32), 4, False, device="cpu", **common)
+    _, on_gpu = get_dataloader(val, eval_transforms(32), 4, False, device="cuda", **common)
+    assert isinstance(on_gpu, DecodedLoader) and on_gpu.photos.photos[0].device.type == "cuda"
+    for (x_cpu, y_cpu), (x_gpu, y_gpu) in zip(on_cpu, on_gpu):
+        assert x_gpu.device.type == "cuda" and torch.equal(y_cpu, y_gpu)
+        torch.testing.assert_close(x_gpu.cpu(), x_cpu, rtol=0, atol=1e-5)
+    photos = [torch.randint(0, 256, (3, h, w), dtype=torch.uint8) for h, w in ((300, 400), (500, 240), (90, 90))]
+    augment = TrainAugment(64, [0.5] * 3, [0.25] * 3)
+    on_the_cpu = augment(photos, torch.Generator().manual_seed(3))
+    on_the_gpu = augment([photo.cuda() for photo in photos], torch.Generator().manual_seed(3))
+    assert (on_the_gpu.cpu() - on_the_cpu).abs().gt(1e-3).float().mean() < 0.01  # rounding ties may differ
+
+    fine_tune.main(_cuda_args(tmp_path, splits, "finetune", "--decode-once", "auto", "--train",
+                              f"{splits}/train", "--no-report"))
+    out = capsys.readouterr().out
+    assert "training photos: decoded once" in out and "on cuda" in out
+    _, per_photo = get_dataloader(f"{splits}/train", train_transforms(32), 4, device="cuda", num_workers=0,
+                                  decode_once="off", progress=False)
+    assert not isinstance(per_photo, DecodedLoader)

@@ -8,7 +8,7 @@ by DataLoader workers photo by photo. Faithful to the tutorial's transforms:
   bilinearly with antialiasing and rounded to whole 0-255 levels, as torchvision's uint8 resize;
 - ``RandomHorizontalFlip()``: a flip with probability one half;
 - ``RandomRotation(90)``: an angle uniform in [-90, 90] degrees about the centre, nearest pixels,
-  the corners filled with black, with torchvision's sampling grid;
+  the corners filled with black, with torchvision's sampling grid (the flip folded into it);
 - ``ToTensor()`` and ``Normalize(mean, std)``: the same arithmetic, in float32 on the device.
 
 Per photo, the draws come in the tutorial's order (crop, flip, angle).
@@ -68,24 +68,28 @@ def draw_angle(generator: torch.Generator, degrees: float = DEGREES) -> float:
 
 def resized_crop(photo: torch.Tensor, box: tuple[int, int, int, int], size: int) -> torch.Tensor:
     """One uint8 (3, H, W) photo's crop ``box`` resized to (3, size, size): bilinear with
-    antialiasing in float32, rounded to whole 0-255 levels, as torchvision resizes a uint8 tensor."""
+    antialiasing, in float32 (0-255), not yet rounded (a batch is rounded at once, as torchvision
+    rounds each photo; the filter's weights are positive, so nothing leaves 0-255)."""
     top, left, height, width = box
     crop = photo[None, :, top:top + height, left:left + width].float()
-    resized = F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return resized[0].round_().clamp_(0, 255)
+    return F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
 
 
-def rotate(batch: torch.Tensor, angles: Sequence[float]) -> torch.Tensor:
-    """Each image of a (B, C, H, W) float batch turned by its angle in degrees, counter-clockwise,
-    about its centre: nearest pixels, zeros outside. The sampling grid is torchvision's
-    (``transforms.functional.rotate`` on a tensor), one batched grid_sample instead of B calls."""
+def flip_and_rotate(batch: torch.Tensor, flips: Sequence[bool], angles: Sequence[float]) -> torch.Tensor:
+    """Each image of a (B, C, H, W) float batch mirrored left to right where ``flips`` says so, then
+    turned by its angle in degrees, counter-clockwise about its centre: nearest pixels, zeros
+    outside. The sampling grid is torchvision's (``transforms.functional.rotate`` on a tensor); the
+    mirror is folded into it (x -> -x about the centre), so the batch is sampled once."""
     count, _, height, width = batch.shape
     device = batch.device
     radians = torch.tensor(angles, dtype=torch.float64).deg2rad()
     cos, sin = radians.cos(), radians.sin()
+    mirror = 1.0 - 2.0 * torch.tensor(flips, dtype=torch.float64)
     zero = torch.zeros_like(cos)
-    # torchvision's inverse matrix for rotate(angle): [cos, -sin, 0, sin, cos, 0] in centred pixels
-    theta = torch.stack([cos, -sin, zero, sin, cos, zero], 1).view(count, 2, 3).to(device, torch.float32)
+    # torchvision's inverse matrix for rotate(angle): [cos, -sin, 0, sin, cos, 0] in centred pixels;
+    # the mirror negates the x it samples
+    theta = torch.stack([mirror * cos, -mirror * sin, zero, sin, cos, zero], 1).view(count, 2, 3)
+    theta = theta.to(device, torch.float32)
     xs = torch.linspace(-width * 0.5 + 0.5, width * 0.5 - 0.5, steps=width, device=device)
     ys = torch.linspace(-height * 0.5 + 0.5, height * 0.5 - 0.5, steps=height, device=device)
     base = torch.stack([xs.expand(height, width), ys[:, None].expand(height, width),
@@ -128,9 +132,8 @@ class TrainAugment:
 
     def __call__(self, photos: Sequence[torch.Tensor], generator: torch.Generator) -> torch.Tensor:
         params = self.draw([tuple(photo.shape[-2:]) for photo in photos], generator)
-        crops = (resized_crop(photo, box, self.size) for photo, (box, _, _) in zip(photos, params))
-        batch = torch.stack([crop.flip(-1) if flip else crop for crop, (_, flip, _) in zip(crops, params)])
-        batch = rotate(batch, [angle for _, _, angle in params])
+        batch = torch.stack([resized_crop(photo, box, self.size) for photo, (box, _, _) in zip(photos, params)])
+        batch = flip_and_rotate(batch.round_(), [flip for _, flip, _ in params], [angle for _, _, angle in params])
         return self.normalize(batch)
 
 
