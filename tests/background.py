@@ -231,8 +231,47 @@ def many_classes_report(root: Path) -> Job:
     return Job([sys.executable, "-c", MANY_CLASSES_REPORT, str(root), os.path.join(ROOT, "tests")], root)
 
 
+# Each script run as a user runs it: --help, a mistyped flag, a bad config.py value. Then no
+# module that takes long to import may have loaded: they load once the flags are checked.
+STARTUP = """
+import contextlib, io, os, runpy, sys
+from pyimagesearch import config
+
+root = sys.argv[1]
+
+HEAVY = ("torchvision", "cv2", "matplotlib", "sklearn", "cleanlab", "torchcam", "imutils", "onnx", "torch._dynamo")
+config_error = {"build_dataset": ("SEED", -1), "train_feature_extraction": ("EPOCHS", 0),
+                "fine_tune": ("IMAGE_SIZE", 8), "inference": ("EXPLAIN_LAYER", "")}
+for script in ("build_dataset", "train_feature_extraction", "fine_tune", "inference"):
+    for case, argv in (("--help", ["--help"]), ("a mistyped flag", ["--epcohs", "3"]), ("a config error", [])):
+        name, value = config_error[script]
+        real = getattr(config, name)
+        if case == "a config error":
+            setattr(config, name, value)
+        sys.argv = [script + ".py", *argv] + (["--model", "m.pth"] if script == "inference" and argv != ["--help"] else [])
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            try:
+                runpy.run_path(os.path.join(root, script + ".py"), run_name="__main__")
+                code = 0
+            except SystemExit as stop:
+                code = stop.code
+        setattr(config, name, real)
+        loaded = [module for module in HEAVY if module in sys.modules]
+        print(script, case, code, loaded, out.getvalue()[-200:].replace(chr(10), " "))
+"""
+
+
+def startup_imports(root: Path) -> Job:
+    """Every script's --help, a mistyped flag and a bad config.py value, in a fresh process (its
+    seconds are torch's import, on the idle core), printing what loaded."""
+    return Job([sys.executable, "-c", STARTUP, ROOT], root)
+
+
 # in the order the tests that read them run (tests/conftest.py puts those last, by file)
-JOBS = {"torchrun_launch": torchrun_launch, "forked_runs": forked_runs, "many_classes_report": many_classes_report}
+JOBS = {"startup_imports": startup_imports, "torchrun_launch": torchrun_launch, "forked_runs": forked_runs,
+        "many_classes_report": many_classes_report}
 # the fixtures (tests/conftest.py) that read each job
-READERS = {"torchrun_launch": "torchrun_launch", "sigint_runs": "forked_runs", "compiled_runs": "forked_runs",
-           "disc_models": "forked_runs", "disc_model": "forked_runs", "many_classes_report": "many_classes_report"}
+READERS = {"startup_answers": "startup_imports", "torchrun_launch": "torchrun_launch", "sigint_runs": "forked_runs",
+           "compiled_runs": "forked_runs", "disc_models": "forked_runs", "disc_model": "forked_runs",
+           "many_classes_report": "many_classes_report"}

@@ -63,6 +63,12 @@ def background_jobs(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def startup_answers(background_jobs):
+    """The scripts' answers to --help and to bad flags and settings, and what they loaded (tests/background.py)."""
+    return background_jobs["startup_imports"].wait()
+
+
+@pytest.fixture(scope="session")
 def torchrun_launch(background_jobs):
     """tests/ddp_runs.py under torchrun: (completed process, its folder, stdout per run)."""
     job = background_jobs["torchrun_launch"]

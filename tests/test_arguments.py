@@ -13,7 +13,6 @@ import fine_tune
 import inference
 import train_feature_extraction
 from conftest import (
-    ROOT,
     error_text,
     make_image_folder,
     train_args,
@@ -156,44 +155,13 @@ def test_a_keep_allocator_memory_that_is_not_a_switch_is_refused(tmp_path, capsy
     assert f"KEEP_ALLOCATOR_MEMORY {value!r}" in err and "pyimagesearch/utils/settings.py" in err
 
 
-# Each script run as a user runs it: --help, a mistyped flag, a bad config.py value. Then no
-# module that takes long to import may have loaded: they load once the flags are checked.
-STARTUP = """
-import contextlib, io, runpy, sys
-from pyimagesearch import config
-
-HEAVY = ("torchvision", "cv2", "matplotlib", "sklearn", "cleanlab", "torchcam", "imutils", "onnx", "torch._dynamo")
-config_error = {"build_dataset": ("SEED", -1), "train_feature_extraction": ("EPOCHS", 0),
-                "fine_tune": ("IMAGE_SIZE", 8), "inference": ("EXPLAIN_LAYER", "")}
-for script in ("build_dataset", "train_feature_extraction", "fine_tune", "inference"):
-    for case, argv in (("--help", ["--help"]), ("a mistyped flag", ["--epcohs", "3"]), ("a config error", [])):
-        name, value = config_error[script]
-        real = getattr(config, name)
-        if case == "a config error":
-            setattr(config, name, value)
-        sys.argv = [script + ".py", *argv] + (["--model", "m.pth"] if script == "inference" and argv != ["--help"] else [])
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-            try:
-                runpy.run_path(script + ".py", run_name="__main__")
-                code = 0
-            except SystemExit as stop:
-                code = stop.code
-        setattr(config, name, real)
-        loaded = [module for module in HEAVY if module in sys.modules]
-        print(script, case, code, loaded, out.getvalue()[-200:].replace(chr(10), " "))
-"""
 
 
-def test_help_and_bad_flags_answer_before_the_slow_imports():
-    """python -X importtime shows where the seconds of a start go; here only what is loaded counts."""
-    import subprocess
-    import sys
-
-    result = subprocess.run([sys.executable, "-c", STARTUP], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "PYTHONPATH": ROOT})
-    assert result.returncode == 0, result.stderr[-3000:]
-    lines = result.stdout.strip().splitlines()
+def test_help_and_bad_flags_answer_before_the_slow_imports(startup_answers):
+    """python -X importtime shows where the seconds of a start go; here only what is loaded counts.
+    The scripts run in a process of their own (tests/background.py), as a user's start would."""
+    assert startup_answers.returncode == 0, startup_answers.stderr[-3000:]
+    lines = startup_answers.stdout.strip().splitlines()
     assert len(lines) == 12
     for line in lines:
         assert " 0 [] " in line or " 2 [] " in line, line  # exit 0 for --help, 2 for the errors; nothing heavy
