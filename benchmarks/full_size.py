@@ -62,7 +62,14 @@ def whole_tutorial(args, photos: str, work: str) -> dict:
     dataset, out = os.path.join(work, "dataset"), os.path.join(work, "output")
     common = ["--weights", args.weights, "--device", args.device, "--image-size", str(args.image_size), "--no-progress",
               "--train", os.path.join(dataset, "train"), "--val", os.path.join(dataset, "val")]
-    seconds = {"build_dataset": script("build_dataset.py", "--data", photos, "--output", dataset, "--no-progress")}
+    build = ["build_dataset.py", "--data", photos, "--output", dataset, "--no-progress"]
+    duplicates = "checked"
+    try:
+        seconds = {"build_dataset": script(*build)}
+    except RuntimeError as error:  # an OpenCV without its contrib module (a GPU image's own) cannot hash
+        if "contrib module" not in str(error):
+            raise
+        seconds, duplicates = {"build_dataset": script(*build, "--no-find-duplicates")}, "not checked: no OpenCV contrib"
     seconds["feature_extraction"] = script("train_feature_extraction.py", *common, "--epochs", str(args.fe_epochs),
                                            "--plot", f"{out}/warmup.png", "--model", f"{out}/warmup_model.pth")
     seconds["fine_tuning"] = script("fine_tune.py", *common, "--epochs", str(args.ft_epochs),
@@ -73,7 +80,7 @@ def whole_tutorial(args, photos: str, work: str) -> dict:
     uncached = os.path.join(work, "uncached")
     script("train_feature_extraction.py", *common, "--epochs", str(args.tutorial_epochs), "--no-feature-cache",
            "--no-report", "--plot", f"{uncached}/warmup.png", "--model", f"{uncached}/warmup_model.pth")
-    return {"seconds": seconds, "dataset": dataset,
+    return {"seconds": seconds, "dataset": dataset, "duplicates": duplicates,
             "epochs_photos_per_s": {"feature_extraction_cached": epochs_rate(f"{out}/warmup_history.json"),
                                     "feature_extraction_uncached": epochs_rate(f"{uncached}/warmup_history.json"),
                                     "fine_tuning": epochs_rate(f"{out}/finetune_history.json")}}

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -56,16 +57,22 @@ def machine() -> dict:
 
 
 def run_command(command: list[str], timeout_s: float, cwd: str = ROOT) -> dict:
-    """A subprocess with a time limit; its exit code and the end of its output."""
+    """A subprocess with a time limit; its exit code and the end of its output. It runs in a session of
+    its own, and at the limit the whole session is killed: its children too, which would go on using
+    the GPU."""
     started = time.perf_counter()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
     try:
-        done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout_s)
-        code, output = done.returncode, done.stdout + done.stderr
-    except subprocess.TimeoutExpired as expired:
-        code, output = "timeout", f"{expired.stdout or ''}{expired.stderr or ''}"
+        output, _ = process.communicate(timeout=timeout_s)
+        code = process.returncode
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        code = "timeout"
     return {"command": " ".join(command), "exit_code": code, "seconds": round(time.perf_counter() - started, 1),
-            "output_tail": output[-3000:] if isinstance(output, str) else ""}
+            "output_tail": (output or "")[-3000:]}
 
 
 def make_dataset(root: str, per_class: int, size: int) -> str:

@@ -135,3 +135,22 @@ def test_a_project_row_times_the_script_and_counts_each_training_pass(small_data
     run = bench_training.project_run("fe", args, ["--feature-cache"], 2)
     assert [p["images"] for p in run["passes"]] == [run["train_images"]] * 2 == [21, 21]
     assert len(run["epochs"]) == 2 and run["total_seconds"] > sum(e["seconds"] for e in run["epochs"])
+
+
+def test_a_gpu_check_step_past_its_limit_leaves_no_process_behind(tmp_path):
+    """A step's command that started children (full_size.py starts one per CPU set-up, and it the
+    scripts) is killed with them at its limit: none may go on using the GPU during the next step."""
+    import gpu_check
+
+    pid_file = tmp_path / "child.pid"
+    run = gpu_check.run_command(["bash", "-c", f"sleep 60 & echo $! > {pid_file}; wait"], timeout_s=1)
+    assert run["exit_code"] == "timeout"
+    child = int(pid_file.read_text())
+    for _ in range(100):  # reaped by init once killed: gone within moments
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError(f"the step's child {child} outlived its limit")
