@@ -10,8 +10,8 @@ Behind it, six subpackages. Imports run one way, and tests/test_layout.py checks
 
 - ``utils``: the machinery (files and errors, the CLI, runtime and memory, distributed, digests,
   weights and the offline stand-in, engine settings). It imports nothing from outside ``utils``.
-- ``data``: the photos (scan and decoding, the split, duplicates, the download, exclusions). It
-  imports only ``utils``.
+- ``data``: the photos (scan and decoding, the split, duplicates, the download, exclusions, photos
+  decoded once and augmented in batches on the device). It imports only ``utils``.
 - ``reports``: metrics and pictures of a model's predictions. It imports only ``utils``.
 - ``trust``: how far an answer can be trusted: the temperature that calibrates the probabilities
   and the novelty score that flags photos unlike every class, fitted at the end of training. It
