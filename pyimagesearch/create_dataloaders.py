@@ -25,7 +25,7 @@ from .data.images import ImageFileFilter, RGBLoader, train_draft_size
 from .utils.distributed import rank, share_sampler
 from .utils.errors import UserError
 from .utils.fileio import human_size, walk_class_folders
-from .utils.runtime import resolve_workers
+from .utils.runtime import cpu_count, resolve_workers
 
 
 def train_transforms(image_size: int, mean=config.MEAN, std=config.STD) -> T.Compose:
@@ -202,6 +202,17 @@ def batch_transform_for(transforms) -> tuple[str, int, Callable, Callable | None
     return None
 
 
+def decode_workers(num_workers: int | str | None, device: str) -> int:
+    """Workers for the one-off decode: every core this process's share of the machine has (training
+    has not started, so the main process only gathers), at least the loader's own; none where the
+    loader has none."""
+    workers = resolve_workers(config.NUM_WORKERS if num_workers is None else num_workers, device)
+    if workers == 0:
+        return 0
+    processes_here = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # torchrun's processes on this machine
+    return max(workers, min(16, cpu_count() // processes_here))
+
+
 def decoded_loader(ds: datasets.ImageFolder, transforms, batch_size: int, shuffle: bool, setting: str, *,
                    num_workers: int | str | None, device: str, seed: int, equal_shares: bool,
                    start_method: str | None, progress: bool) -> tuple[DecodedLoader | None, str]:
@@ -222,8 +233,8 @@ def decoded_loader(ds: datasets.ImageFolder, transforms, batch_size: int, shuffl
             raise decoded.refuse_too_large(line, ds.root)
         return None, f" (not decoded once: {line}, more than half)"
     decoder = decoded.PhotoDecoder(paths, kind, size, eval_resize)
-    batches = make_loader(decoder, 16, False, num_workers, device, seed, split_across_processes=False,
-                          collate_fn=list, start_method=start_method)
+    batches = make_loader(decoder, 16, False, decode_workers(num_workers, device), device, seed,
+                          split_across_processes=False, collate_fn=list, start_method=start_method)
     photos = decoded.DecodedPhotos.gather(batches, len(paths), target, progress=progress and rank() == 0,
                                           desc=f"decoding {os.path.basename(os.path.normpath(ds.root))} once")
     del batches  # its workers end now

@@ -120,3 +120,14 @@ def test_a_config_value_that_is_not_a_choice_is_refused_like_the_flag(monkeypatc
     with pytest.raises(SystemExit) as stopped:
         fine_tune.build_parser().parse_args([])
     assert stopped.value.code == 2 and "decode" in capsys.readouterr().err
+
+
+def test_the_one_off_decode_takes_this_processs_share_of_the_cores(monkeypatch):
+    from pyimagesearch import create_dataloaders
+
+    monkeypatch.setattr(create_dataloaders, "cpu_count", lambda: 16)
+    assert create_dataloaders.decode_workers(0, "cuda") == 0  # a loader without workers decodes in-process
+    assert create_dataloaders.decode_workers(3, "cuda") == 16
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # torchrun's four processes on this machine
+    assert create_dataloaders.decode_workers(1, "cuda") == 4
+    assert create_dataloaders.decode_workers(6, "cpu") == 6
