@@ -1,7 +1,7 @@
 # make run   - the tutorial end to end: dataset split, feature extraction, fine-tuning, inference
 # make test  - the test suite (offline, 60-120 s on 2 CPU cores)
 # make demo  - the whole pipeline offline on a small generated image folder (--weights none)
-# make gpu-check - on a machine with a CUDA GPU: its tests, training, torchrun, benchmark rows, inference speed
+# make gpu-check - on a machine with a CUDA GPU: its tests, then the tutorial at its own size (benchmarks/full_size.py)
 # Each target creates .venv and installs requirements on first use.
 
 PYTHON ?= python3
