@@ -249,8 +249,10 @@ def loader_rate(args, passes: int = 2) -> dict:
     import torch
 
     from pyimagesearch.create_dataloaders import image_folder, train_transforms
+    from pyimagesearch.data.images import train_draft_size
 
-    ds = image_folder(os.path.join(args.dataset, "train"), train_transforms(args.image_size))
+    ds = image_folder(os.path.join(args.dataset, "train"), train_transforms(args.image_size),
+                      draft_size=train_draft_size(args.image_size))
     rates = {}
     for workers in (1, 2):
         loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, shuffle=True, num_workers=workers,
@@ -262,16 +264,38 @@ def loader_rate(args, passes: int = 2) -> dict:
             for x, _ in loader:
                 count += len(x)
         rates[workers] = count / (time.perf_counter() - started)
-    return {"images_per_s": rates, "per_worker": rates[1], "decoded_once": decoded_rate(args, passes)}
+    return {"images_per_s": rates, "per_worker": rates[1], "per_worker_uint8": uint8_rate(args, passes),
+            "decoded_once": decoded_rate(args, passes)}
+
+
+def uint8_rate(args, passes: int = 2) -> float:
+    """Images/s one worker delivers when its transforms stop at uint8 (what a GPU's loader does; the
+    GPU normalises), against ``per_worker``'s float32 batches."""
+    import torch
+
+    from pyimagesearch.create_dataloaders import image_folder, train_transforms, uint8_transforms
+    from pyimagesearch.data.images import train_draft_size
+
+    ds = image_folder(os.path.join(args.dataset, "train"), uint8_transforms(train_transforms(args.image_size))[0],
+                      draft_size=train_draft_size(args.image_size))
+    loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, shuffle=True, num_workers=1,
+                                         persistent_workers=True)
+    for _ in loader:
+        pass
+    started, count = time.perf_counter(), 0
+    for _ in range(passes):
+        for x, _ in loader:
+            count += len(x)
+    return count / (time.perf_counter() - started)
 
 
 def decoded_rate(args, passes: int = 2) -> dict:
-    """The same photos decoded once (--decode-once on): the one-off decode by one worker, then the
+    """The same photos decoded once (--decode-once on): the one-off decode (by every core), then the
     batches cropped, flipped, rotated and normalised on --device by the main process, on one CPU
     thread when that device is the CPU (so both rates are per core there)."""
     import torch
 
-    from pyimagesearch.create_dataloaders import get_dataloader, train_transforms
+    from pyimagesearch.create_dataloaders import decode_workers, get_dataloader, train_transforms
 
     device = torch.device(args.device)
     threads = torch.get_num_threads()
@@ -300,7 +324,7 @@ def decoded_rate(args, passes: int = 2) -> dict:
     finally:
         torch.set_num_threads(threads)
     return {"decode_per_s": len(ds) / decode_seconds, "augment_per_s": augment, "bytes": loader.photos.nbytes,
-            "device": str(device)}
+            "device": str(device), "decode_workers": decode_workers(1, args.device)}
 
 
 def single_image_latency(args, runs: int = 20) -> dict:
@@ -693,11 +717,15 @@ def report(results: dict, args) -> None:
         two = loader["images_per_s"].get("2", loader["images_per_s"].get(2))
         print(f"training loader (decode + augmentation, warm cache): {per_worker:.0f} images/s with 1 worker, "
               f"{two:.0f} with 2")
+        if "per_worker_uint8" in loader:
+            print(f"  1 worker stopping at uint8 (a GPU's loader; the GPU normalises): {loader['per_worker_uint8']:.0f} "
+                  "images/s")
         once = loader.get("decoded_once")
         if once:
             where = "per core" if once["device"] == "cpu" else f"on {once['device']}"
             print(f"  decoded once ({once['bytes'] / 2**20:.0f} MiB of uint8): decoding {once['decode_per_s']:.0f} photos/s "
-                  f"by 1 worker, once; then augmenting {once['augment_per_s']:.0f} photos/s {where}, in every epoch")
+                  f"by {once.get('decode_workers', 1)} worker(s), once; then augmenting {once['augment_per_s']:.0f} "
+                  f"photos/s {where}, in every epoch")
         for label, kind in (("fine-tuning", "ft-project"), ("feature extraction, no cache", "fe-project-uncached")):
             run = results.get(kind)
             if run:

@@ -8,6 +8,7 @@ process's share under torchrun).
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable
 
@@ -18,9 +19,9 @@ from torchvision import transforms as T
 
 from . import config
 from .data import decoded
-from .data.batch_augment import DEGREES, RATIO, SCALE, EvalNormalize, TrainAugment
+from .data.batch_augment import DEGREES, RATIO, SCALE, EvalNormalize, Normalize, TrainAugment
 from .data.decoded import EVAL, TRAIN
-from .data.decoded_batches import DecodedLoader
+from .data.device_loaders import DecodedLoader, Uint8Loader
 from .data.images import ImageFileFilter, RGBLoader, train_draft_size
 from .utils.distributed import rank, share_sampler
 from .utils.errors import UserError
@@ -155,7 +156,7 @@ def make_loader(ds: Dataset, batch_size: int, shuffle: bool, num_workers: int | 
 def get_dataloader(rootDir: str, transforms, batchSize: int, shuffle: bool = True, *,
                    num_workers: int | str | None = None, device: str = config.DEVICE, seed: int = config.SEED,
                    equal_shares: bool = False, start_method: str | None = None, decode_once: str = "off",
-                   progress: bool = True) -> tuple[datasets.ImageFolder, DataLoader | DecodedLoader]:
+                   progress: bool = True) -> tuple[datasets.ImageFolder, DataLoader | DecodedLoader | Uint8Loader]:
     """The tutorial's helper: an ImageFolder over ``rootDir`` and a loader over it.
 
     Unlike the tutorial, ``num_workers`` is not ``os.cpu_count()`` everywhere (dozens of
@@ -169,17 +170,47 @@ def get_dataloader(rootDir: str, transforms, batchSize: int, shuffle: bool = Tru
     every epoch, in the DataLoader's workers. The dataset's ``pipeline`` says which it is.
     """
     ds = image_folder(rootDir, transforms, draft_size=decode_size(transforms))
-    declined = ""
+    loader, declined = None, ""
     if decode_once != "off":
         loader, declined = decoded_loader(ds, transforms, batchSize, shuffle, decode_once, num_workers=num_workers,
                                           device=device, seed=seed, equal_shares=equal_shares,
                                           start_method=start_method, progress=progress)
-        if loader is not None:
-            return ds, loader
-    loader = make_loader(ds, batchSize, shuffle, num_workers, device, seed, equal_shares=equal_shares,
-                         start_method=start_method)
-    ds.pipeline = f"decoded and transformed photo by photo in every pass, by {loader.num_workers} worker(s){declined}"
+    if loader is None:
+        loader = per_photo_loader(ds, transforms, batchSize, shuffle, num_workers=num_workers, device=device,
+                                  seed=seed, equal_shares=equal_shares, start_method=start_method,
+                                  uint8=torch.device(device).type == "cuda")
+        ds.pipeline += declined
     return ds, loader
+
+
+def per_photo_loader(ds: datasets.ImageFolder, transforms, batch_size: int, shuffle: bool, *,
+                     num_workers: int | str | None, device: str, seed: int, equal_shares: bool,
+                     start_method: str | None, uint8: bool) -> DataLoader | Uint8Loader:
+    """The DataLoader whose workers decode and transform every photo in every pass; with ``uint8``
+    (on a GPU) they stop at uint8 tensors, and the GPU normalises each batch: a quarter of the bytes
+    to copy, and the same numbers (a Uint8Loader). Sets ``ds.pipeline``."""
+    split = uint8_transforms(transforms) if uint8 else None
+    if split is None:
+        loader = make_loader(ds, batch_size, shuffle, num_workers, device, seed, equal_shares=equal_shares,
+                             start_method=start_method)
+    else:
+        stops_at_uint8 = copy.copy(ds)  # the caller's dataset keeps the tutorial's transforms whole
+        stops_at_uint8.transform = split[0]
+        loader = Uint8Loader(ds, make_loader(stops_at_uint8, batch_size, shuffle, num_workers, device, seed,
+                                             equal_shares=equal_shares, start_method=start_method),
+                             split[1], torch.device(device))
+    copied = f", copied as uint8 and normalised on {device}" if split is not None else ""
+    ds.pipeline = f"decoded and transformed photo by photo in every pass, by {loader.num_workers} worker(s){copied}"
+    return loader
+
+
+def uint8_transforms(transforms) -> tuple[T.Compose, Normalize] | None:
+    """``transforms`` that end in ToTensor and Normalize, split in two: the same steps ending in
+    PILToTensor (uint8, in the workers), and the normalisation (on the device); None for others."""
+    steps = transforms.transforms if isinstance(transforms, T.Compose) else []
+    if [type(step) for step in steps[-2:]] != [T.ToTensor, T.Normalize]:
+        return None
+    return T.Compose([*steps[:-2], T.PILToTensor()]), Normalize(steps[-1].mean, steps[-1].std)
 
 
 def batch_transform_for(transforms) -> tuple[str, int, Callable, Callable | None] | None:

@@ -17,7 +17,7 @@ from pyimagesearch import config
 from pyimagesearch.create_dataloaders import eval_transforms, get_dataloader, train_transforms
 from pyimagesearch.data import decoded
 from pyimagesearch.data.batch_augment import TrainAugment
-from pyimagesearch.data.decoded_batches import DecodedLoader
+from pyimagesearch.data.device_loaders import DecodedLoader
 from pyimagesearch.utils.errors import UserError
 
 SHAPES = [(300, 400), (500, 240), (240, 500), (333, 333), (224, 224), (1000, 50)]  # the last falls back to a centre crop
@@ -131,3 +131,21 @@ def test_the_one_off_decode_takes_this_processs_share_of_the_cores(monkeypatch):
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # torchrun's four processes on this machine
     assert create_dataloaders.decode_workers(1, "cuda") == 4
     assert create_dataloaders.decode_workers(6, "cpu") == 6
+
+
+def test_uint8_batches_normalised_on_the_device_are_the_workers_float_batches(photos_folder):
+    """On a GPU the workers stop at uint8 and the batch is normalised there; here on the CPU, the
+    same loader against the DataLoader that normalises in its workers."""
+    from pyimagesearch.create_dataloaders import image_folder, per_photo_loader
+    from pyimagesearch.data.device_loaders import Uint8Loader
+
+    ds = image_folder(photos_folder, eval_transforms(32), draft_size=32)
+    common = dict(num_workers=0, device="cpu", seed=0, equal_shares=False, start_method=None)
+    floats = per_photo_loader(ds, eval_transforms(32), 5, False, uint8=False, **common)
+    uint8 = per_photo_loader(ds, eval_transforms(32), 5, False, uint8=True, **common)
+    assert isinstance(uint8, Uint8Loader) and uint8.dataset is ds and "copied as uint8" in ds.pipeline
+    assert ds[0][0].dtype == torch.float32  # the caller's dataset keeps the tutorial's transforms
+    assert len(uint8) == len(floats) == 3 and uint8.generator is uint8.loader.generator
+    for (x, y), (x8, y8) in zip(floats, uint8):
+        assert torch.equal(y, y8)
+        torch.testing.assert_close(x8, x, rtol=0, atol=1e-6)

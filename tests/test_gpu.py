@@ -96,10 +96,10 @@ def test_heatmaps_on_the_gpu_peak_where_the_unfolded_fp32_ones_on_the_cpu_do(tmp
     assert sum(p == q for p, q in zip(peaks, gpu_peaks)) >= 0.9 * len(peaks)
 
 
-def test_photos_decoded_once_on_the_gpu_give_the_cpus_batches_and_fine_tuning_uses_them(tmp_path, splits, capsys):
+def test_photos_decoded_once_or_copied_as_uint8_give_the_cpus_batches_on_the_gpu(tmp_path, splits, capsys):
     from pyimagesearch.create_dataloaders import eval_transforms, get_dataloader, train_transforms
     from pyimagesearch.data.batch_augment import TrainAugment
-    from pyimagesearch.data.decoded_batches import DecodedLoader
+    from pyimagesearch.data.device_loaders import DecodedLoader, Uint8Loader
 
     val = f"{splits}/val"
     common = dict(num_workers=0, progress=False, decode_once="on")
@@ -121,4 +121,11 @@ def test_photos_decoded_once_on_the_gpu_give_the_cpus_batches_and_fine_tuning_us
     assert "training photos: decoded once" in out and "on cuda" in out
     _, per_photo = get_dataloader(f"{splits}/train", train_transforms(32), 4, device="cuda", num_workers=0,
                                   decode_once="off", progress=False)
-    assert not isinstance(per_photo, DecodedLoader)
+    assert isinstance(per_photo, Uint8Loader)  # photo by photo: copied as uint8, normalised on the GPU
+    _, uint8 = get_dataloader(val, eval_transforms(32), 4, False, device="cuda", num_workers=0, decode_once="off",
+                              progress=False)
+    _, floats = get_dataloader(val, eval_transforms(32), 4, False, device="cpu", num_workers=0, decode_once="off",
+                               progress=False)
+    for (x_gpu, y_gpu), (x_cpu, y_cpu) in zip(uint8, floats):
+        assert x_gpu.device.type == "cuda" and torch.equal(y_gpu, y_cpu)
+        torch.testing.assert_close(x_gpu.cpu(), x_cpu, rtol=0, atol=1e-5)
