@@ -59,14 +59,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     with TrainingSession(args, trains_body=True) as session:  # outputs checked; device, precision, seeds; torchrun
         compute = session.compute
 
-        # the training and validation sets, through the tutorial's dataloader helper; both are read in every
-        # epoch, so on a GPU their photos are decoded once and transformed there (--decode-once)
+        # the training and validation sets, through the tutorial's dataloader helper; on a GPU every photo
+        # is decoded once, by every core, and transformed there in every epoch (--decode-once)
+        reading = dict(decode_once=args.decode_once, progress=args.progress, **session.loader_options)
         train_ds, train_loader = get_dataloader(args.train, train_transforms(args.image_size), args.batch_size,
-                                                shuffle=True, decode_once=args.decode_once, progress=args.progress,
-                                                **session.loader_options)
+                                                shuffle=True, **reading)
         val_ds, val_loader = get_dataloader(args.val, eval_transforms(args.image_size), args.batch_size,
-                                            shuffle=False, decode_once=args.decode_once, progress=args.progress,
-                                            **session.loader_options)
+                                            shuffle=False, **reading)
         session.check_and_describe_data(train_ds, val_ds)
         checkpointer = session.checkpointer_for(train_ds, head="mlp")  # checks a --resume state now
 

@@ -90,15 +90,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         compute, size, batch_size = session.compute, args.image_size, args.batch_size
 
         # the training and validation images, through the tutorial's dataloader helper; with the feature
-        # cache, training images are read in order, un-augmented when there is one cached view. Augmented
-        # photos are read in more than one pass: on a GPU they are decoded once (--decode-once)
+        # cache, training images are read in order, un-augmented when there is one cached view. On a GPU
+        # every photo is decoded once, by every core, and transformed there (--decode-once)
         augment = not args.feature_cache or args.cache_views > 1
+        reading = dict(decode_once=args.decode_once, progress=args.progress, **session.loader_options)
         train_ds, train_loader = get_dataloader(args.train, train_transforms(size) if augment else eval_transforms(size),
                                                 batch_size, shuffle=not args.feature_cache,
-                                                equal_shares=args.feature_cache, progress=args.progress,
-                                                decode_once=args.decode_once if augment else "off",
-                                                **session.loader_options)
-        val_ds, val_loader = get_dataloader(args.val, eval_transforms(size), batch_size, shuffle=False, **session.loader_options)
+                                                equal_shares=args.feature_cache, **reading)
+        val_ds, val_loader = get_dataloader(args.val, eval_transforms(size), batch_size, shuffle=False, **reading)
         session.check_and_describe_data(train_ds, val_ds)
         checkpointer = session.checkpointer_for(train_ds, head="linear")  # checks a --resume state now
 
