@@ -311,6 +311,7 @@ def decoded_rate(args, passes: int = 2) -> dict:
         ds, loader = get_dataloader(os.path.join(args.dataset, "train"), train_transforms(args.image_size),
                                     args.batch_size, True, num_workers=1, device=args.device, decode_once="on",
                                     progress=False)
+        loader.photos  # decoded when first read: now
         decode_seconds = time.perf_counter() - started
         for _ in loader:  # warm-up
             pass

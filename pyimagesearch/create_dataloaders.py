@@ -258,25 +258,28 @@ def decoded_loader(ds: datasets.ImageFolder, transforms, batch_size: int, shuffl
     if setting == "auto" and target.type != "cuda":
         return None, ""  # on a CPU the model, not the input, sets the pace: nothing to say
     paths = [path for path, _ in ds.samples]
-    fits, line = decoded.fits(paths, kind, size, target)
+    fits, needed, line = decoded.fits(paths, kind, size, target)
     if not fits:
         if setting == "on":
             raise decoded.refuse_too_large(line, ds.root)
         return None, f" (not decoded once: {line}, more than half)"
     decoder = decoded.PhotoDecoder(paths, kind, size, eval_resize)
-    batches = make_loader(decoder, 16, False, decode_workers(num_workers, device), device, seed,
-                          split_across_processes=False, collate_fn=list, start_method=start_method)
-    photos = decoded.DecodedPhotos.gather(batches, len(paths), target, progress=progress and rank() == 0,
-                                          desc=f"decoding {os.path.basename(os.path.normpath(ds.root))} once")
-    del batches  # its workers end now
+
+    def decode() -> decoded.DecodedPhotos:  # when the loader is first read; the workers end with it
+        batches = make_loader(decoder, 16, False, decode_workers(num_workers, device), device, seed,
+                              split_across_processes=False, collate_fn=list, start_method=start_method)
+        return decoded.DecodedPhotos.gather(batches, len(paths), target, progress=progress and rank() == 0,
+                                            desc=f"decoding {os.path.basename(os.path.normpath(ds.root))} once")
+
     generator = torch.Generator()
     generator.manual_seed(seed + rank())
     sampler = share_sampler(ds, shuffle, equal_shares, seed)
     if sampler is None:
         sampler = RandomSampler(ds, generator=generator) if shuffle else SequentialSampler(ds)
     what = "augmented" if kind == TRAIN else "normalised"
-    ds.pipeline = f"decoded once, kept as uint8 ({human_size(photos.nbytes)} on {target}), {what} there batch by batch"
-    return DecodedLoader(ds, photos, transform, batch_size, sampler, generator), ""
+    ds.pipeline = (f"decoded once when first read, kept as uint8 ({human_size(needed)} on {target}), {what} there "
+                   "batch by batch")
+    return DecodedLoader(ds, decode, transform, batch_size, sampler, generator), ""
 
 
 def feature_loader(features: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool,

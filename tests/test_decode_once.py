@@ -80,6 +80,18 @@ def test_validation_batches_decoded_once_are_the_per_photo_batches(photos_folder
         torch.testing.assert_close(x_once, x, rtol=0, atol=1e-6)
 
 
+def test_photos_are_decoded_when_first_read_and_only_once(photos_folder, monkeypatch):
+    decodes = []
+    real = decoded.PhotoDecoder.__getitem__
+    monkeypatch.setattr(decoded.PhotoDecoder, "__getitem__", lambda self, i: decodes.append(i) or real(self, i))
+    ds, loader = get_dataloader(photos_folder, train_transforms(32), 5, num_workers=0, device="cpu", decode_once="on",
+                                progress=False)
+    assert decodes == [] and len(loader) == 3  # a run whose features are cached never reads it
+    for _ in range(2):
+        assert sum(len(y) for _, y in loader) == len(ds)
+    assert sorted(decodes) == list(range(len(ds)))
+
+
 def test_training_batches_keep_large_photos_at_the_side_that_keeps_the_smallest_crop_sharp(tmp_path):
     root = tmp_path / "train"
     make_image_folder(str(root), per_class=1, size=32)
@@ -109,7 +121,7 @@ def test_auto_leaves_a_cpu_to_its_workers(photos_folder):
 def test_fine_tuning_with_photos_decoded_once_trains_and_says_so(tmp_path, small_dataset, capsys):
     fine_tune.main(train_args(tmp_path, small_dataset, "finetune", "--decode-once", "on", "--epochs", "1", "--no-report"))
     out = capsys.readouterr().out
-    assert "[INFO] training photos: decoded once, kept as uint8" in out and "augmented there" in out
+    assert "[INFO] training photos: decoded once when first read, kept as uint8" in out and "augmented there" in out
     assert "[INFO] validation photos: decoded once" in out
     history = os.path.join(tmp_path, "output", "finetune_history.json")
     assert os.path.exists(history)

@@ -121,12 +121,12 @@ class DecodedPhotos:
         return cls(photos)
 
 
-def fits(paths: Sequence[str], kind: str, size: int, device: torch.device, share: float = 0.5) -> tuple[bool, str]:
-    """Whether ``paths`` decoded for ``kind`` fit in ``share`` of what ``device`` has free, and a
-    line that says how much they take."""
+def fits(paths: Sequence[str], kind: str, size: int, device: torch.device, share: float = 0.5) -> tuple[bool, int, str]:
+    """Whether ``paths`` decoded for ``kind`` fit in ``share`` of what ``device`` has free, the bytes
+    they take, and a line that says so."""
     needed, free = planned_bytes(paths, kind, size), free_memory(device)
     line = f"{len(paths)} photos decoded once take {human_size(needed)} on {device} ({human_size(free)} free)"
-    return needed <= share * free, line
+    return needed <= share * free, needed, line
 
 
 def refuse_too_large(line: str, root: str, share: float = 0.5) -> UserError:

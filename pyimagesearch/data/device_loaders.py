@@ -21,23 +21,33 @@ BatchTransform = Callable[[Sequence[torch.Tensor], torch.Generator], torch.Tenso
 
 
 class DecodedLoader:
-    """Batches of ``photos`` in ``sampler``'s order: the images transformed on their device by
-    ``transform`` (every random draw from ``generator``, which --resume saves and restores as it does
-    a DataLoader's), the labels on the CPU, as a DataLoader gives them. ``dataset`` is the
-    ImageFolder the photos came from; ``sampler`` is what set_epoch reshuffles under torchrun."""
+    """Batches of photos decoded once, in ``sampler``'s order: the images transformed on their device
+    by ``transform`` (every random draw from ``generator``, which --resume saves and restores as it does
+    a DataLoader's), the labels on the CPU, as a DataLoader gives them. ``decode`` decodes them when
+    the loader is first read, not before: a run that finds its features cached never decodes a photo.
+    ``dataset`` is the ImageFolder the photos come from; ``sampler`` is what set_epoch reshuffles under
+    torchrun."""
 
-    def __init__(self, dataset, photos: DecodedPhotos, transform: BatchTransform, batch_size: int,
+    def __init__(self, dataset, decode: Callable[[], DecodedPhotos], transform: BatchTransform, batch_size: int,
                  sampler: Sampler[int], generator: torch.Generator) -> None:
-        self.dataset, self.photos, self.transform = dataset, photos, transform
+        self.dataset, self.decode, self.transform = dataset, decode, transform
         self.batch_size, self.sampler, self.generator = batch_size, sampler, generator
         self.targets = torch.as_tensor(dataset.targets, dtype=torch.long)
+        self._photos: DecodedPhotos | None = None
+
+    @property
+    def photos(self) -> DecodedPhotos:
+        if self._photos is None:
+            self._photos = self.decode()
+        return self._photos
 
     def __len__(self) -> int:
         return math.ceil(len(self.sampler) / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        photos = self.photos
         for indices in BatchSampler(self.sampler, self.batch_size, drop_last=False):
-            yield self.transform(self.photos.take(indices), self.generator), self.targets[indices]
+            yield self.transform(photos.take(indices), self.generator), self.targets[indices]
 
 
 class Uint8Loader:
