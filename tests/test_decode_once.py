@@ -3,8 +3,6 @@ torchvision draws them, the same pixels, the same validation batches, and the me
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 import torchvision.transforms as T
@@ -12,7 +10,7 @@ import torchvision.transforms.functional as F
 from PIL import Image
 
 import fine_tune
-from conftest import make_image_folder, train_args
+from conftest import make_image_folder
 from pyimagesearch import config
 from pyimagesearch.create_dataloaders import eval_transforms, get_dataloader, train_transforms
 from pyimagesearch.data import decoded
@@ -116,15 +114,6 @@ def test_auto_leaves_a_cpu_to_its_workers(photos_folder):
     ds, loader = get_dataloader(photos_folder, train_transforms(32), 4, num_workers=0, device="cpu", decode_once="auto",
                                 progress=False)
     assert isinstance(loader, torch.utils.data.DataLoader) and "photo by photo" in ds.pipeline
-
-
-def test_fine_tuning_with_photos_decoded_once_trains_and_says_so(tmp_path, small_dataset, capsys):
-    fine_tune.main(train_args(tmp_path, small_dataset, "finetune", "--decode-once", "on", "--epochs", "1", "--no-report"))
-    out = capsys.readouterr().out
-    assert "[INFO] training photos: decoded once when first read, kept as uint8" in out and "augmented there" in out
-    assert "[INFO] validation photos: decoded once" in out
-    history = os.path.join(tmp_path, "output", "finetune_history.json")
-    assert os.path.exists(history)
 
 
 def test_a_config_value_that_is_not_a_choice_is_refused_like_the_flag(monkeypatch, capsys):

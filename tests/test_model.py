@@ -77,9 +77,14 @@ def test_feature_extraction_runs_the_body_only_where_its_input_changes(tmp_path,
     assert sum(seen) == (train_passes + novelty_pass) * train_count + val_count
 
 
-def test_fine_tuning_freezes_every_batchnorm_and_trains_the_rest(tmp_path, splits, resnet_weights_file):
+def test_fine_tuning_freezes_every_batchnorm_and_trains_the_rest(tmp_path, splits, resnet_weights_file, capsys):
+    """With the photos decoded once and augmented in batches (--decode-once on), as a GPU runs it."""
     source = torch.load(resnet_weights_file, weights_only=True)
-    fine_tune.main(train_args(tmp_path, splits, "finetune", "--weights", resnet_weights_file, "--lr", "0.01"))
+    fine_tune.main(train_args(tmp_path, splits, "finetune", "--weights", resnet_weights_file, "--lr", "0.01",
+                              "--decode-once", "on"))
+    out = capsys.readouterr().out
+    assert "[INFO] training photos: decoded once when first read, kept as uint8" in out and "augmented there" in out
+    assert "[INFO] validation photos: decoded once" in out
     trained = torch.load(tmp_path / "output" / "finetune_model.pth", weights_only=True)["model"]
     bn = _bn_state(source)
     assert len(bn) == _batchnorm_layers() * 5  # weight, bias, running_mean, running_var, num_batches_tracked
