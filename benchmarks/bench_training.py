@@ -273,10 +273,11 @@ def uint8_rate(args, passes: int = 2) -> float:
     GPU normalises), against ``per_worker``'s float32 batches."""
     import torch
 
-    from pyimagesearch.create_dataloaders import image_folder, train_transforms, uint8_transforms
+    from pyimagesearch.create_dataloaders import image_folder, train_transforms
+    from pyimagesearch.data.batch_augment import split_at_uint8
     from pyimagesearch.data.images import train_draft_size
 
-    ds = image_folder(os.path.join(args.dataset, "train"), uint8_transforms(train_transforms(args.image_size))[0],
+    ds = image_folder(os.path.join(args.dataset, "train"), split_at_uint8(train_transforms(args.image_size))[0],
                       draft_size=train_draft_size(args.image_size))
     loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, shuffle=True, num_workers=1,
                                          persistent_workers=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Callable
 
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, TensorDataset
@@ -19,8 +18,8 @@ from torchvision import transforms as T
 
 from . import config
 from .data import decoded
-from .data.batch_augment import DEGREES, RATIO, SCALE, EvalNormalize, Normalize, TrainAugment
-from .data.decoded import EVAL, TRAIN
+from .data.batch_augment import for_batches, split_at_uint8
+from .data.decoded import TRAIN
 from .data.device_loaders import DecodedLoader, Uint8Loader
 from .data.images import ImageFileFilter, RGBLoader, train_draft_size
 from .utils.distributed import rank, share_sampler
@@ -124,6 +123,14 @@ def decode_size(transforms) -> int | None:
     return None
 
 
+def loader_generator(seed: int) -> torch.Generator:
+    """A loader's generator: it shuffles and seeds the augmentation (the workers', or every draw of
+    a DecodedLoader), and --resume restores it. Offset by rank, so processes draw different crops."""
+    generator = torch.Generator()
+    generator.manual_seed(seed + rank())
+    return generator
+
+
 def make_loader(ds: Dataset, batch_size: int, shuffle: bool, num_workers: int | str | None = None,
                 device: str = config.DEVICE, seed: int = config.SEED, *, equal_shares: bool = False,
                 split_across_processes: bool = True, collate_fn=None, start_method: str | None = None) -> DataLoader:
@@ -139,9 +146,7 @@ def make_loader(ds: Dataset, batch_size: int, shuffle: bool, num_workers: int | 
     """
     num_workers = resolve_workers(config.NUM_WORKERS if num_workers is None else num_workers, device)
     sampler = share_sampler(ds, shuffle, equal_shares, seed) if split_across_processes else None
-    # the generator seeds the workers' augmentation: offset by rank, so processes draw different crops
-    generator = torch.Generator()
-    generator.manual_seed(seed + rank())
+    generator = loader_generator(seed)
     return DataLoader(
         ds, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
         num_workers=num_workers,
@@ -189,7 +194,7 @@ def per_photo_loader(ds: datasets.ImageFolder, transforms, batch_size: int, shuf
     """The DataLoader whose workers decode and transform every photo in every pass; with ``uint8``
     (on a GPU) they stop at uint8 tensors, and the GPU normalises each batch: a quarter of the bytes
     to copy, and the same numbers (a Uint8Loader). Sets ``ds.pipeline``."""
-    split = uint8_transforms(transforms) if uint8 else None
+    split = split_at_uint8(transforms) if uint8 else None
     if split is None:
         loader = make_loader(ds, batch_size, shuffle, num_workers, device, seed, equal_shares=equal_shares,
                              start_method=start_method)
@@ -202,35 +207,6 @@ def per_photo_loader(ds: datasets.ImageFolder, transforms, batch_size: int, shuf
     copied = f", copied as uint8 and normalised on {device}" if split is not None else ""
     ds.pipeline = f"decoded and transformed photo by photo in every pass, by {loader.num_workers} worker(s){copied}"
     return loader
-
-
-def uint8_transforms(transforms) -> tuple[T.Compose, Normalize] | None:
-    """``transforms`` that end in ToTensor and Normalize, split in two: the same steps ending in
-    PILToTensor (uint8, in the workers), and the normalisation (on the device); None for others."""
-    steps = transforms.transforms if isinstance(transforms, T.Compose) else []
-    if [type(step) for step in steps[-2:]] != [T.ToTensor, T.Normalize]:
-        return None
-    return T.Compose([*steps[:-2], T.PILToTensor()]), Normalize(steps[-1].mean, steps[-1].std)
-
-
-def batch_transform_for(transforms) -> tuple[str, int, Callable, Callable | None] | None:
-    """(kind, size, batch transform, Pillow resize) for the tutorial's training or validation
-    transforms, the two that can run on whole batches of decoded photos; None for any other."""
-    steps = transforms.transforms if isinstance(transforms, T.Compose) else []
-    kinds = [type(step) for step in steps]
-    if kinds[-2:] != [T.ToTensor, T.Normalize]:
-        return None
-    mean, std = steps[-1].mean, steps[-1].std
-    first = steps[0]
-    if kinds[:-2] == [T.RandomResizedCrop, T.RandomHorizontalFlip, T.RandomRotation] \
-            and first.size[0] == first.size[1] and tuple(first.scale) == SCALE and tuple(first.ratio) == RATIO \
-            and steps[1].p == 0.5 and list(steps[2].degrees) == [-DEGREES, DEGREES] \
-            and steps[2].interpolation == T.InterpolationMode.NEAREST and not steps[2].expand \
-            and steps[2].center is None and steps[2].fill in (0, None):
-        return TRAIN, first.size[0], TrainAugment(first.size[0], mean, std), None
-    if kinds[:-2] == [T.Resize] and isinstance(first.size, (tuple, list)) and first.size[0] == first.size[1]:
-        return EVAL, first.size[0], EvalNormalize(mean, std), first
-    return None
 
 
 def decode_workers(num_workers: int | str | None, device: str) -> int:
@@ -250,13 +226,17 @@ def decoded_loader(ds: datasets.ImageFolder, transforms, batch_size: int, shuffl
     """``ds``'s photos decoded once onto ``device`` (by the DataLoader's workers) and a loader of
     batches transformed there; (None, why) where ``setting`` "auto" declines: off CUDA, or photos
     that would take more than half of the device's free memory."""
-    plan = batch_transform_for(transforms)
-    if plan is None:
-        raise ValueError("decode_once needs the tutorial's train_transforms or eval_transforms")
-    kind, size, transform, eval_resize = plan
     target = torch.device(device)
     if setting == "auto" and target.type != "cuda":
         return None, ""  # on a CPU the model, not the input, sets the pace: nothing to say
+    plan = for_batches(transforms)
+    if plan is None:  # transforms edited away from the tutorial's: only the workers know how to run them
+        if setting == "on":
+            raise UserError(f"--decode-once on: the transforms for '{ds.root}' are not the tutorial's "
+                            "train_transforms or eval_transforms, the two that run on whole batches on the device. "
+                            "Run with --decode-once off (or auto), or set DECODE_ONCE in pyimagesearch/config.py.")
+        return None, " (not decoded once: these transforms run only photo by photo)"
+    kind, size, transform, eval_resize = plan
     paths = [path for path, _ in ds.samples]
     fits, needed, line = decoded.fits(paths, kind, size, target)
     if not fits:
@@ -271,8 +251,7 @@ def decoded_loader(ds: datasets.ImageFolder, transforms, batch_size: int, shuffl
         return decoded.DecodedPhotos.gather(batches, len(paths), target, progress=progress and rank() == 0,
                                             desc=f"decoding {os.path.basename(os.path.normpath(ds.root))} once")
 
-    generator = torch.Generator()
-    generator.manual_seed(seed + rank())
+    generator = loader_generator(seed)
     sampler = share_sampler(ds, shuffle, equal_shares, seed)
     if sampler is None:
         sampler = RandomSampler(ds, generator=generator) if shuffle else SequentialSampler(ds)
@@ -288,8 +267,7 @@ def feature_loader(features: torch.Tensor, labels: torch.Tensor, batch_size: int
     each batch sliced out whole (indexing and stacking thousands of 2048-wide rows one by one cost
     more than training the head on them). Shuffled by the loader's generator, as make_loader's."""
     ds = TensorDataset(features, labels)
-    generator = torch.Generator()
-    generator.manual_seed(seed + rank())
+    generator = loader_generator(seed)
     order = RandomSampler(ds, generator=generator) if shuffle else SequentialSampler(ds)
     return DataLoader(ds, batch_size=None, sampler=BatchSampler(order, batch_size, drop_last=False),
                       generator=generator)

@@ -150,3 +150,9 @@ def test_uint8_batches_normalised_on_the_device_are_the_workers_float_batches(ph
     for (x, y), (x8, y8) in zip(floats, uint8):
         assert torch.equal(y, y8)
         torch.testing.assert_close(x8, x, rtol=0, atol=1e-6)
+
+
+def test_transforms_edited_away_from_the_tutorials_are_refused_on_batches_in_one_paragraph(photos_folder):
+    edited = T.Compose([T.RandomResizedCrop(32), T.ColorJitter(0.4), T.ToTensor(), T.Normalize(config.MEAN, config.STD)])
+    with pytest.raises(UserError, match=r"not the tutorial's train_transforms or eval_transforms.*--decode-once off"):
+        get_dataloader(photos_folder, edited, 4, num_workers=0, device="cpu", decode_once="on", progress=False)

@@ -17,10 +17,13 @@ Per photo, the draws come in the tutorial's order (crop, flip, angle).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from torchvision import transforms as T
+
+from .decoded import EVAL, TRAIN
 
 SCALE = (0.08, 1.0)  # RandomResizedCrop's defaults
 RATIO = (3 / 4, 4 / 3)
@@ -146,3 +149,32 @@ class EvalNormalize:
 
     def __call__(self, photos: Sequence[torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
         return self.normalize(torch.stack(list(photos)))
+
+
+def split_at_uint8(transforms) -> tuple[T.Compose, Normalize] | None:
+    """``transforms`` that end in ToTensor and Normalize, split in two: the same steps ending in
+    PILToTensor (uint8, in the workers), and the normalisation (on the device); None for others."""
+    steps = transforms.transforms if isinstance(transforms, T.Compose) else []
+    if [type(step) for step in steps[-2:]] != [T.ToTensor, T.Normalize]:
+        return None
+    return T.Compose([*steps[:-2], T.PILToTensor()]), Normalize(steps[-1].mean, steps[-1].std)
+
+
+def for_batches(transforms) -> tuple[str, int, Callable, Callable | None] | None:
+    """(kind, size, batch transform, Pillow resize) for the tutorial's training or validation
+    transforms, the two that can run on whole batches of decoded photos; None for any other."""
+    steps = transforms.transforms if isinstance(transforms, T.Compose) else []
+    kinds = [type(step) for step in steps]
+    if kinds[-2:] != [T.ToTensor, T.Normalize]:
+        return None
+    mean, std = steps[-1].mean, steps[-1].std
+    first = steps[0]
+    if kinds[:-2] == [T.RandomResizedCrop, T.RandomHorizontalFlip, T.RandomRotation] \
+            and first.size[0] == first.size[1] and tuple(first.scale) == SCALE and tuple(first.ratio) == RATIO \
+            and steps[1].p == 0.5 and list(steps[2].degrees) == [-DEGREES, DEGREES] \
+            and steps[2].interpolation == T.InterpolationMode.NEAREST and not steps[2].expand \
+            and steps[2].center is None and steps[2].fill in (0, None):
+        return TRAIN, first.size[0], TrainAugment(first.size[0], mean, std), None
+    if kinds[:-2] == [T.Resize] and isinstance(first.size, (tuple, list)) and first.size[0] == first.size[1]:
+        return EVAL, first.size[0], EvalNormalize(mean, std), first
+    return None
