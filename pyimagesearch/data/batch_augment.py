@@ -16,6 +16,7 @@ Per photo, the draws come in the tutorial's order (crop, flip, angle).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 
@@ -78,6 +79,17 @@ def resized_crop(photo: torch.Tensor, box: tuple[int, int, int, int], size: int)
     return F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
 
 
+@functools.lru_cache(maxsize=8)
+def _pixel_centres(height: int, width: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """torchvision's base grid, (x, y, 1) at every pixel centre about the image's centre, and the
+    scale that maps it into grid_sample's [-1, 1]: the same for every batch of one size, made once."""
+    xs = torch.linspace(-width * 0.5 + 0.5, width * 0.5 - 0.5, steps=width, device=device)
+    ys = torch.linspace(-height * 0.5 + 0.5, height * 0.5 - 0.5, steps=height, device=device)
+    base = torch.stack([xs.expand(height, width), ys[:, None].expand(height, width),
+                        torch.ones(height, width, device=device)], -1).view(1, height * width, 3)
+    return base, torch.tensor([0.5 * width, 0.5 * height], device=device)
+
+
 def flip_and_rotate(batch: torch.Tensor, flips: Sequence[bool], angles: Sequence[float]) -> torch.Tensor:
     """Each image of a (B, C, H, W) float batch mirrored left to right where ``flips`` says so, then
     turned by its angle in degrees, counter-clockwise about its centre: nearest pixels, zeros
@@ -93,11 +105,7 @@ def flip_and_rotate(batch: torch.Tensor, flips: Sequence[bool], angles: Sequence
     # the mirror negates the x it samples
     theta = torch.stack([mirror * cos, -mirror * sin, zero, sin, cos, zero], 1).view(count, 2, 3)
     theta = theta.to(device, torch.float32)
-    xs = torch.linspace(-width * 0.5 + 0.5, width * 0.5 - 0.5, steps=width, device=device)
-    ys = torch.linspace(-height * 0.5 + 0.5, height * 0.5 - 0.5, steps=height, device=device)
-    base = torch.stack([xs.expand(height, width), ys[:, None].expand(height, width),
-                        torch.ones(height, width, device=device)], -1).view(1, height * width, 3)
-    scale = torch.tensor([0.5 * width, 0.5 * height], device=device)
+    base, scale = _pixel_centres(height, width, device)
     grid = base.expand(count, -1, -1).bmm(theta.transpose(1, 2) / scale).view(count, height, width, 2)
     return F.grid_sample(batch, grid, mode="nearest", padding_mode="zeros", align_corners=False)
 

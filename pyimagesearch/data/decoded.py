@@ -101,9 +101,6 @@ class DecodedPhotos:
         self.photos = photos
         self.nbytes = sum(photo.numel() for photo in photos)
 
-    def __len__(self) -> int:
-        return len(self.photos)
-
     def take(self, indices: Iterable[int]) -> list[torch.Tensor]:
         return [self.photos[index] for index in indices]
 
